@@ -1,0 +1,40 @@
+"""attnspec: reference attention and softmax on the Python Array API standard.
+
+One implementation, written only against the standard, runs unchanged on NumPy, CuPy,
+PyTorch, JAX, array-api-strict and Dask. Its meaning is fixed by ``docs/spec.md``.
+"""
+
+from __future__ import annotations
+
+from .attention import scaled_dot_product_attention
+from .layout import bhld_to_blhd, blhd_to_bhld, merge_heads, split_heads
+from .masks import (
+    attention_mask,
+    causal_mask,
+    combine_masks,
+    length_mask,
+    mask_to_bias,
+    window_mask,
+)
+from .mha import multi_head_attention
+from .softmax import log_softmax, logsumexp, softmax
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "attention_mask",
+    "bhld_to_blhd",
+    "blhd_to_bhld",
+    "causal_mask",
+    "combine_masks",
+    "length_mask",
+    "log_softmax",
+    "logsumexp",
+    "mask_to_bias",
+    "merge_heads",
+    "multi_head_attention",
+    "scaled_dot_product_attention",
+    "softmax",
+    "split_heads",
+    "window_mask",
+]

@@ -1,0 +1,26 @@
+"""Static shape arithmetic: pure Python on shape tuples, never on array data."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def broadcast_shapes(*shapes: Sequence[int]) -> tuple[int, ...] | None:
+    """NumPy broadcasting of ``shapes``; ``None`` when they do not broadcast."""
+    ndim = max((len(s) for s in shapes), default=0)
+    out = []
+    for axis in range(-ndim, 0):
+        sizes = {s[axis] for s in shapes if len(s) >= -axis and s[axis] != 1}
+        if len(sizes) > 1:
+            return None
+        out.append(sizes.pop() if sizes else 1)
+    return tuple(out)
+
+
+def broadcasts_to(shape: Sequence[int], target: Sequence[int]) -> bool:
+    """True when an array of ``shape`` broadcasts to exactly ``target`` (never enlarges it)."""
+    return len(shape) <= len(target) and broadcast_shapes(shape, target) == tuple(target)
+
+
+def fmt(shape: Sequence[int]) -> str:
+    return "(" + ", ".join(str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"

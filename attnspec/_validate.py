@@ -1,0 +1,118 @@
+"""Argument checks for attention: every failure names the argument, what was expected and
+the offending shape or dtype. Checks read shapes and dtypes only, never array values, so
+they cost nothing under ``jax.jit`` and never force a Dask computation."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, NamedTuple
+
+from ._namespace import Array, Namespace, is_real_floating
+from ._shapes import broadcast_shapes, broadcasts_to, fmt
+
+
+class AttentionShape(NamedTuple):
+    batch: tuple[int, ...]
+    hq: int
+    hkv: int
+    lq: int
+    lk: int
+    dk: int
+    dv: int
+
+    @property
+    def scores(self) -> tuple[int, ...]:
+        return (*self.batch, self.hq, self.lq, self.lk)
+
+
+def attention_shape(query: Array, key: Array, value: Array, xp: Namespace) -> AttentionShape:
+    for name, x in (("query", query), ("key", key), ("value", value)):
+        if x.ndim < 3:
+            raise ValueError(
+                f"{name} must have shape (*batch, heads, length, head_dim); got {fmt(x.shape)}"
+            )
+        if not is_real_floating(xp, x.dtype):
+            raise TypeError(f"{name} must have a real floating dtype; got {x.dtype}")
+    if not query.dtype == key.dtype == value.dtype:
+        raise TypeError(
+            "query, key and value must share one dtype; got "
+            f"{query.dtype}, {key.dtype}, {value.dtype}"
+        )
+    *bq, hq, lq, dk = query.shape
+    *bk, hkv, lk, dk2 = key.shape
+    *bv, hv, lv, dv = value.shape
+    if dk2 != dk:
+        raise ValueError(
+            f"key head_dim {dk2} (key shape {fmt(key.shape)}) must equal query head_dim {dk} "
+            f"(query shape {fmt(query.shape)})"
+        )
+    if (hv, lv) != (hkv, lk):
+        raise ValueError(
+            f"value shape {fmt(value.shape)} must match key shape {fmt(key.shape)} in heads and "
+            "length"
+        )
+    if hkv < 1 or hq % hkv:
+        raise ValueError(
+            f"query heads ({hq}) must be a multiple of key/value heads ({hkv}) for grouped-query "
+            f"attention; got query {fmt(query.shape)}, key {fmt(key.shape)}"
+        )
+    batch = broadcast_shapes(bq, bk, bv)
+    if batch is None:
+        raise ValueError(
+            f"batch dimensions of query {fmt(query.shape)}, key {fmt(key.shape)} and value "
+            f"{fmt(value.shape)} do not broadcast"
+        )
+    return AttentionShape(batch, hq, hkv, lq, lk, dk, dv)
+
+
+def check_broadcast(name: str, x: Array | None, target: tuple[int, ...], what: str) -> None:
+    if x is not None and not broadcasts_to(x.shape, target):
+        raise ValueError(
+            f"{name} of shape {fmt(x.shape)} does not broadcast to {what} {fmt(target)}"
+        )
+
+
+def check_bool(name: str, x: Array | None, xp: Namespace) -> None:
+    if x is not None and x.dtype != xp.bool:
+        raise TypeError(f"{name} must be a bool array; got dtype {x.dtype}")
+
+
+def check_bias(bias: Array | None, xp: Namespace) -> None:
+    if bias is not None and not is_real_floating(xp, bias.dtype):
+        hint = " (a bool mask goes in mask=)" if bias.dtype == xp.bool else ""
+        raise TypeError(f"bias must have a real floating dtype{hint}; got {bias.dtype}")
+
+
+def check_lengths_shape(name: str, lengths: Array | None, batch: tuple[int, ...]) -> None:
+    if lengths is not None and not broadcasts_to(lengths.shape, batch):
+        raise ValueError(
+            f"{name} of shape {fmt(lengths.shape)} must broadcast to the batch shape "
+            f"{fmt(batch)} (one length per sequence)"
+        )
+
+
+def check_positive_real(name: str, value: Any, *, allow_array: bool) -> None:
+    """A Python real > 0; under ``jax.jit`` a traced 0-d array is let through unchecked."""
+    if value is None:
+        return
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a finite number > 0; got {value!r}")
+        return
+    if allow_array and getattr(value, "ndim", None) == 0:
+        return
+    raise TypeError(f"{name} must be a real number; got {type(value).__name__}")
+
+
+def check_dropout(dropout_p: Any, dropout_mask: Array | None) -> float:
+    if isinstance(dropout_p, bool) or not isinstance(dropout_p, numbers.Real):
+        raise TypeError(f"dropout_p must be a float in [0, 1); got {type(dropout_p).__name__}")
+    if not 0.0 <= dropout_p < 1.0:
+        raise ValueError(f"dropout_p must be in [0, 1); got {dropout_p!r}")
+    if dropout_p > 0.0 and dropout_mask is None:
+        raise ValueError(
+            "dropout_p > 0 needs dropout_mask= (a bool keep-mask): the Array API standard has "
+            "no random numbers, so the caller draws them"
+        )
+    return float(dropout_p)

@@ -1,0 +1,120 @@
+"""softmax, log_softmax and logsumexp with ``where``, where ``-inf`` means "no mass"."""
+
+from __future__ import annotations
+
+import math
+
+from ._namespace import Array, Namespace, accumulation_dtype, is_real_floating, namespace, to_dtype
+from ._normalizer import log_normalizer, normalizer
+from ._shapes import broadcasts_to, fmt
+
+__all__ = ["log_softmax", "logsumexp", "softmax"]
+
+
+def _prepare(
+    func: str, x: Array, axis: int, where: Array | None, xp: Namespace | None
+) -> tuple[Namespace, Array, int]:
+    xp = namespace(x, where, xp=xp)
+    if not is_real_floating(xp, x.dtype):
+        raise TypeError(f"{func}: x must have a real floating dtype; got {x.dtype}")
+    if isinstance(axis, bool) or not isinstance(axis, int):
+        raise TypeError(f"{func}: axis must be an int; got {type(axis).__name__}")
+    if not -x.ndim <= axis < x.ndim:
+        raise ValueError(f"{func}: axis {axis} is out of range for x of shape {fmt(x.shape)}")
+    xf = to_dtype(xp, x, accumulation_dtype(xp, x.dtype))
+    if where is not None:
+        if where.dtype != xp.bool:
+            raise TypeError(f"{func}: where must be a bool array; got dtype {where.dtype}")
+        if not broadcasts_to(where.shape, x.shape):
+            raise ValueError(
+                f"{func}: where of shape {fmt(where.shape)} does not broadcast to "
+                f"x of shape {fmt(x.shape)}"
+            )
+        # Excluded entries become -inf: whatever they held (NaN, +inf) cannot leak.
+        xf = xp.where(where, xf, -math.inf)
+    return xp, xf, axis
+
+
+def softmax(
+    x: Array, /, *, axis: int = -1, where: Array | None = None, xp: Namespace | None = None
+) -> Array:
+    """Softmax along ``axis``, with ``-inf`` entries and ``where=False`` entries getting 0.
+
+    Spec rules SMX-1 to SMX-5 (``docs/spec.md``).
+
+    Parameters
+    ----------
+    x : array
+        Real floating input. float16/bfloat16 are computed in float32.
+    axis : int
+        The axis to normalise over.
+    where : bool array, optional
+        Broadcastable to ``x``; only True entries take part. ``softmax(x)`` equals
+        ``softmax(x, where=x > -inf)``.
+    xp : namespace, optional
+        The array namespace; inferred from ``x`` by default.
+
+    Returns
+    -------
+    array
+        Same shape and dtype as ``x``. A row with nothing included is all zeros (never NaN);
+        a row with an included NaN or +inf is NaN.
+
+    Examples
+    --------
+    >>> import array_api_strict as xp
+    >>> import attnspec
+    >>> attnspec.softmax(xp.asarray([0.0, 0.0, -xp.inf]))
+    Array([0.5, 0.5, 0. ], dtype=array_api_strict.float64)
+    >>> attnspec.softmax(xp.asarray([-xp.inf, -xp.inf]))
+    Array([0., 0.], dtype=array_api_strict.float64)
+    """
+    xp, xf, axis = _prepare("softmax", x, axis, where, xp)
+    n = normalizer(xf, axis, xp)
+    return to_dtype(xp, n.exp / n.safe_total, x.dtype)
+
+
+def log_softmax(
+    x: Array, /, *, axis: int = -1, where: Array | None = None, xp: Namespace | None = None
+) -> Array:
+    """Logarithm of :func:`softmax`, computed without forming the softmax.
+
+    Excluded entries and entries of empty rows are ``-inf``; never NaN for them.
+
+    Examples
+    --------
+    >>> import array_api_strict as xp
+    >>> import attnspec
+    >>> attnspec.log_softmax(xp.asarray([0.0, -xp.inf]))
+    Array([  0., -inf], dtype=array_api_strict.float64)
+    """
+    xp, xf, axis = _prepare("log_softmax", x, axis, where, xp)
+    n = normalizer(xf, axis, xp)
+    out = (xf - n.shift) - xp.log(n.safe_total)
+    return to_dtype(xp, out, x.dtype)
+
+
+def logsumexp(
+    x: Array,
+    /,
+    *,
+    axis: int = -1,
+    keepdims: bool = False,
+    where: Array | None = None,
+    xp: Namespace | None = None,
+) -> Array:
+    """``log(sum(exp(x), axis))`` without overflow; ``-inf`` for an empty row.
+
+    Examples
+    --------
+    >>> import array_api_strict as xp
+    >>> import attnspec
+    >>> attnspec.logsumexp(xp.asarray([[0.0, 0.0], [-xp.inf, -xp.inf]]))
+    Array([0.69314718,       -inf], dtype=array_api_strict.float64)
+    >>> attnspec.logsumexp(xp.asarray([1000.0, 1000.0]))
+    Array(1000.69314718, dtype=array_api_strict.float64)
+    """
+    xp, xf, axis = _prepare("logsumexp", x, axis, where, xp)
+    out = to_dtype(xp, log_normalizer(normalizer(xf, axis, xp), xp), x.dtype)
+    return out if keepdims else xp.squeeze(out, axis=axis)
+
