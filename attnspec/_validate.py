@@ -73,9 +73,12 @@ def check_broadcast(name: str, x: Array | None, target: tuple[int, ...], what: s
         )
 
 
-def check_bool(name: str, x: Array | None, xp: Namespace) -> None:
+MASK_HINT = " (True = may attend); an additive float mask goes in bias="
+
+
+def check_bool(name: str, x: Array | None, xp: Namespace, hint: str = "") -> None:
     if x is not None and x.dtype != xp.bool:
-        raise TypeError(f"{name} must be a bool array; got dtype {x.dtype}")
+        raise TypeError(f"{name} must be a bool array; got dtype {x.dtype}{hint}")
 
 
 def check_bias(bias: Array | None, xp: Namespace) -> None:

@@ -115,7 +115,7 @@ def scaled_dot_product_attention(
         q_lengths=q_lengths, dropout_mask=dropout_mask,
     )
     shape = check.attention_shape(query, key, value, xp)
-    check.check_bool("mask", mask, xp)
+    check.check_bool("mask", mask, xp, check.MASK_HINT)
     check.check_bool("dropout_mask", dropout_mask, xp)
     check.check_bias(bias, xp)
     for name, arr in (("mask", mask), ("bias", bias), ("dropout_mask", dropout_mask)):

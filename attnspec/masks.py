@@ -20,6 +20,7 @@ from typing import Any
 import array_api_compat
 
 from ._namespace import Array, Namespace, is_integer, namespace, to_dtype
+from ._validate import MASK_HINT, check_bool
 
 __all__ = [
     "attention_mask",
@@ -279,11 +280,7 @@ def attention_mask(
     index = xp.arange(1, device=device).dtype
     kv = None if kv_lengths is None else as_lengths(kv_lengths, "kv_lengths", xp, device, index)
     q = None if q_lengths is None else as_lengths(q_lengths, "q_lengths", xp, device, index)
-    if mask is not None and mask.dtype != xp.bool:
-        raise TypeError(
-            f"mask must be a bool array (True = may attend); got dtype {mask.dtype}. "
-            "For an additive float mask pass it as bias="
-        )
+    check_bool("mask", mask, xp, MASK_HINT)
     band = _band(
         lq, lk, causal=causal, window=window, alignment=alignment,
         kv_lengths=kv, q_lengths=q, xp=xp, device=device,
