@@ -91,6 +91,9 @@ def log_softmax(
     xp, xf, axis = _prepare("log_softmax", x, axis, where, xp)
     n = normalizer(xf, axis, xp)
     out = (xf - n.shift) - xp.log(n.safe_total)
+    # Excluded and -inf entries are the constant -inf: they must pass no gradient back into
+    # the row's normaliser (a cotangent arriving there would otherwise leak into the row).
+    out = xp.where(xf == -math.inf, -math.inf, out)
     return to_dtype(xp, out, x.dtype)
 
 

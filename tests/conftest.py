@@ -16,6 +16,7 @@ import zlib
 
 import numpy as np
 import pytest
+
 from attnspec.backends import Backend, all_backends, get
 
 try:

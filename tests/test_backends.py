@@ -5,6 +5,8 @@ from __future__ import annotations
 import array_api_compat
 import numpy as np
 import pytest
+
+import attnspec
 from attnspec.backends import (
     CAPABILITIES,
     DTYPE_NAMES,
@@ -15,8 +17,6 @@ from attnspec.backends import (
     get,
     names,
 )
-
-import attnspec
 
 EXPECTED_NAMES = [
     "numpy",
@@ -392,6 +392,7 @@ def test_mha_matches_torch_multihead_attention(
     rng: np.random.Generator, batch_first: bool, dims, bias: bool, kind: str, average: bool
 ) -> None:
     import torch
+
     from attnspec.backends.torch import mask_from_torch_mha, mha_weights_from_torch
 
     n, lq, lk, embed, heads = 2, 4, 6, 8, 2
@@ -440,6 +441,7 @@ def test_mha_matches_torch_multihead_attention(
 @torch_mha_cases
 def test_mha_unbatched_input_matches_torch(rng: np.random.Generator) -> None:
     import torch
+
     from attnspec.backends.torch import mask_from_torch_mha, mha_weights_from_torch
 
     lq, lk, embed, heads = 3, 5, 6, 3
@@ -465,6 +467,7 @@ def test_mha_unbatched_input_matches_torch(rng: np.random.Generator) -> None:
 @pytest.mark.parametrize("dims", [None, (3, 5)], ids=["packed", "kdim_vdim"])
 def test_mha_gradients_reach_the_module_parameters(rng: np.random.Generator, dims) -> None:
     import torch
+
     from attnspec.backends.torch import mha_weights_from_torch
 
     embed, heads = 8, 4
@@ -514,6 +517,7 @@ def test_state_dict_gives_the_same_weights_as_the_module(dims, bias: bool) -> No
 @torch_mha_cases
 def test_converter_rejects_unsupported_modules() -> None:
     import torch
+
     from attnspec.backends.torch import mha_weights_from_torch
 
     with pytest.raises(ValueError, match="bias_k/bias_v"):
@@ -537,6 +541,7 @@ def test_converter_rejects_unsupported_modules() -> None:
 @torch_mha_cases
 def test_mask_converter_conventions_and_errors() -> None:
     import torch
+
     from attnspec.backends.torch import mask_from_torch_mha
 
     assert mask_from_torch_mha(num_heads=2) == (None, None)
