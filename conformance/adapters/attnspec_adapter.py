@@ -1,0 +1,47 @@
+"""attnspec itself, on any backend: ``attnspec[numpy]``, ``attnspec[torch-cpu]``, ..."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attnspec
+
+from ..cases import SOFTMAX_OPS, Case
+from ..features import FEATURES
+from .base import Adapter
+
+__all__ = ["AttnspecAdapter"]
+
+_SDPA_OPTIONS = ("mask", "bias", "causal", "window", "alignment", "scale", "softcap",
+                 "kv_lengths", "q_lengths", "dropout_mask", "dropout_p")
+
+
+class AttnspecAdapter(Adapter):
+    """The reference implementation: every op and every feature."""
+
+    ops = frozenset({"attention", "mha", *SOFTMAX_OPS})
+    features = frozenset(FEATURES)
+
+    def __init__(self, backend_name: str) -> None:
+        self.backend_name = backend_name
+        self.name = f"attnspec[{backend_name}]"
+        self.description = f"attnspec {attnspec.__version__} on {backend_name}"
+
+    def versions(self) -> dict[str, str]:
+        return {"attnspec": attnspec.__version__}
+
+    def call(self, case: Case, args: dict[str, Any]) -> dict[str, Any]:
+        if case.op in SOFTMAX_OPS:
+            func = getattr(attnspec, case.op)
+            kwargs = {k: args[k] for k in ("axis", "where") if k in args}
+            return {"out": func(args["x"], **kwargs)}
+        if case.op == "mha":
+            rest = {k: v for k, v in args.items() if k not in ("query", "key", "value")}
+            return {"out": attnspec.multi_head_attention(args["query"], args["key"],
+                                                         args["value"], **rest)}
+        options = {k: args[k] for k in _SDPA_OPTIONS if k in args}
+        out, lse, weights = attnspec.scaled_dot_product_attention(
+            args["query"], args["key"], args["value"], return_lse=True, return_weights=True,
+            **options,
+        )
+        return {"out": out, "lse": lse, "weights": weights}

@@ -1,0 +1,396 @@
+"""The case catalog: for every spec rule, the cases that test it.
+
+``catalog()`` gives the default, representative subset (about a minute on 2 cores for every
+built-in adapter); ``catalog(full=True)`` the whole grid of the conformance issue (head dims
+1 to 256, Lk up to 1025, 0-2 batch dims, GQA ratios 1/2/4/8 and MQA, four dtypes, ...).
+Case IDs are ``<group>/<variant>/<dtype>``; ``RULE_GROUPS`` maps every rule to its groups.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+
+import attnspec
+
+from .cases import SOFTMAX_OPS, Case
+from .rules import RULES
+
+__all__ = ["RULE_GROUPS", "catalog", "required_features", "select"]
+
+HALF = ("float16", "bfloat16")
+ALL_DTYPES = ("float64", "float32", "float16", "bfloat16")
+
+
+def _shape(batch=(2,), hq=4, hkv=2, lq=6, lk=9, dk=16, dv=None, **options: Any) -> dict:
+    params = {"batch": list(batch), "hq": hq, "hkv": hkv, "lq": lq, "lk": lk, "dk": dk,
+              "dv": dk if dv is None else dv}
+    params.update(options)
+    return params
+
+
+def _slug(params: dict) -> str:
+    """Variant name from the parameters that differ from the defaults."""
+    b = params.get("batch", [])
+    parts = [f"b{'x'.join(map(str, b)) if b else 0}", f"h{params['hq']}x{params['hkv']}",
+             f"q{params['lq']}", f"k{params['lk']}", f"d{params['dk']}"]
+    if params.get("dv", params["dk"]) != params["dk"]:
+        parts.append(f"v{params['dv']}")
+    for key in sorted(params):
+        if key in ("batch", "hq", "hkv", "lq", "lk", "dk", "dv"):
+            continue
+        value = params[key]
+        if isinstance(value, (list, tuple)):
+            value = "_".join("n" if x is None else str(x) for x in value)
+        parts.append(f"{key}={value}")
+    return ".".join(parts)
+
+
+# Each generator yields (params, dtypes) for its group; ``full`` widens the grid.
+def _score(full: bool):
+    for dk in (1, 3, 40, 59, 64, 111, 128, 256) if full else (3, 64):
+        yield _shape(dk=dk), ("float32", "float16") if not full else ALL_DTYPES
+    yield _shape(scale=0.3), ("float64", "float32")
+    for lq, lk in ((1, 9), (6, 1), (3, 17), (17, 3)):
+        yield _shape(lq=lq, lk=lk), ("float32",)
+
+
+def _shape_group(full: bool):
+    for batch in ((), (2,), (2, 3)):
+        yield _shape(batch=batch), ("float32",)
+    yield _shape(dv=5), ("float32", "float16")
+    yield _shape(lk=0), ("float32",)
+
+
+def _gqa(full: bool):
+    for hq, hkv in ((8, 8), (8, 4), (8, 2), (8, 1)) if full else ((8, 2), (8, 1)):
+        yield _shape(hq=hq, hkv=hkv), ("float32", "float16")
+
+
+def _softcap(full: bool):
+    yield _shape(softcap=5.0, magnitude=8.0), ("float32", "bfloat16")
+    yield _shape(softcap=5.0, magnitude=8.0, bias="random", mask="dense"), ("float32",)
+
+
+def _bias(full: bool):
+    yield _shape(bias="random"), ("float32", "float16")
+    yield _shape(bias="neg_inf"), ("float32",)
+
+
+def _mask(full: bool):
+    yield _shape(mask="dense"), ("float64", "float32", "float16")
+    yield _shape(mask="sparse"), ("float32",)
+
+
+def _causal(alignment: str):
+    def gen(full: bool):
+        sizes = ((6, 9), (9, 9), (9, 6)) if alignment == "upper_left" else ((6, 9), (9, 9))
+        for lq, lk in sizes:
+            yield _shape(lq=lq, lk=lk, causal=True, alignment=alignment), ("float32", "float16")
+        if alignment == "lower_right":
+            lk = 1025 if full else 257
+            yield (_shape(lq=1, lk=lk, hq=8, hkv=1, dk=64, causal=True, alignment=alignment,
+                          kv_lengths=[lk, lk // 3]), ("float32", "bfloat16"))
+    return gen
+
+
+def _causal_lr_empty(full: bool):
+    # Lq > Lk with lower-right alignment: the first Lq - Lk rows attend nothing.
+    yield _shape(lq=9, lk=6, causal=True, alignment="lower_right"), ("float32",)
+
+
+def _window(full: bool):
+    for window in ((2, 0), (1, 1), (None, 3)):
+        for alignment in ("upper_left", "lower_right"):
+            yield _shape(lq=6, lk=9, window=list(window), alignment=alignment), ("float32",)
+    yield _shape(window=[3, None], causal=True), ("float32", "float16")
+
+
+def _kv_lengths(full: bool):
+    yield _shape(kv_lengths=[9, 4]), ("float32", "float16")
+    yield _shape(kv_lengths=[5, 1], causal=True, alignment="lower_right"), ("float32",)
+
+
+def _q_lengths(full: bool):
+    yield _shape(q_lengths=[6, 2]), ("float32",)
+    yield _shape(q_lengths=[4, 2], kv_lengths=[9, 3], causal=True, alignment="lower_right"), (
+        "float32",)
+
+
+def _plain(full: bool):
+    yield _shape(), ("float64", "float32", "float16", "bfloat16")
+
+
+def _weights(full: bool):
+    yield _shape(mask="dense"), ("float32",)
+
+
+def _dropout(full: bool):
+    yield _shape(dropout_p=0.25), ("float32",)
+
+
+def _empty(full: bool):
+    yield _shape(mask="empty_rows"), ("float32", "float16")
+    yield _shape(bias="row_neg_inf"), ("float32",)
+    yield _shape(kv_lengths=[9, 0]), ("float32",)
+
+
+def _poison_scores(full: bool):
+    yield _shape(mask="key_columns", bias="random", poison="scores"), ("float32", "float16")
+
+
+def _poison_kv(full: bool):
+    yield _shape(kv_lengths=[5, 2], poison="kv"), ("float32", "bfloat16")
+
+
+def _nonfinite(full: bool):
+    yield _shape(poison="nan"), ("float32",)
+    yield _shape(poison="pos_inf"), ("float32",)
+
+
+def _bound(full: bool):
+    yield _shape(magnitude=30.0, mask="dense"), ("float32", "float16")
+
+
+def _single_key(full: bool):
+    yield _shape(mask="single_key"), ("float64", "float32")
+
+
+def _equal_scores(full: bool):
+    yield _shape(logits="all_equal", causal=True), ("float32", "float16")
+    yield _shape(logits="all_equal", kv_lengths=[9, 3]), ("float32",)
+
+
+def _permute(full: bool):
+    yield _shape(mask="dense", bias="random", transform="permute"), ("float32",)
+
+
+def _shift(full: bool):
+    yield _shape(transform="shift", shift=100.0), ("float32", "float16")
+
+
+def _extreme(full: bool):
+    for magnitude in (1.0, 10.0, 100.0, 1e3, 1e4) if full else (10.0, 1e3, 1e4):
+        yield _shape(magnitude=magnitude), ("float32", "float16") if full else ("float32",)
+    yield _shape(logits="one_dominant", dk=64), ("float32", "float16")
+    yield _shape(logits="near_max", dk=64), ("float16",)
+
+
+def _accumulate(full: bool):
+    lk = 1025 if full else 513
+    yield _shape(batch=(), hq=2, hkv=2, lq=4, lk=lk, dk=128), HALF
+
+
+def _dtype_errors(full: bool):
+    yield _shape(error="mixed_dtypes"), ("float32",)
+
+
+def _arg_errors(full: bool):
+    yield _shape(error="head_dim_mismatch"), ("float32",)
+    yield _shape(error="heads_not_divisible"), ("float32",)
+
+
+def _softmax(op: str):
+    def gen(full: bool):
+        yield {"shape": [4, 7]}, ("float64", "float32", "float16", "bfloat16")
+        yield {"shape": [4, 7], "magnitude": 1e4}, ("float32",)
+        yield {"shape": [3, 4, 7], "pattern": "neg_inf"}, ("float32",)
+    return gen
+
+
+def _softmax_where(full: bool):
+    yield {"shape": [4, 7], "where": "plain"}, ("float32",)
+    yield {"shape": [4, 7], "where": "poisoned"}, ("float32",)
+
+
+def _softmax_empty(full: bool):
+    yield {"shape": [4, 7], "pattern": "empty_row"}, ("float32",)
+
+
+def _softmax_nonfinite(full: bool):
+    yield {"shape": [4, 7], "pattern": "nan"}, ("float32",)
+    yield {"shape": [4, 7], "pattern": "pos_inf"}, ("float32",)
+
+
+def _softmax_half(full: bool):
+    yield {"shape": [4, 300], "magnitude": 3.0}, HALF
+
+
+def _mha(full: bool):
+    base = {"batch": [2], "lq": 5, "lk": 7, "embed": 16, "hq": 4, "hkv": 4, "dk": 4}
+    yield dict(base), ("float32",)
+    yield dict(base, cross=True, biases=True), ("float32",)
+    yield dict(base, hkv=2, causal=True), ("float32",)
+
+
+# group -> (op, rules, generator)
+GROUPS: dict[str, tuple[str, tuple[str, ...], Any]] = {
+    "score": ("attention", ("ATT-SCORE-1",), _score),
+    "shape": ("attention", ("ATT-SHAPE-1",), _shape_group),
+    "gqa": ("attention", ("ATT-GQA-1",), _gqa),
+    "softcap": ("attention", ("ATT-SOFTCAP-1",), _softcap),
+    "bias": ("attention", ("ATT-BIAS-1",), _bias),
+    "mask": ("attention", ("ATT-MASK-1",), _mask),
+    "causal-upper-left": ("attention", ("ATT-CAUSAL-1",), _causal("upper_left")),
+    "causal-lower-right": ("attention", ("ATT-CAUSAL-2",), _causal("lower_right")),
+    "causal-lower-right-empty": ("attention", ("ATT-CAUSAL-2", "ATT-EMPTY-1"), _causal_lr_empty),
+    "window": ("attention", ("ATT-WINDOW-1",), _window),
+    "kv-lengths": ("attention", ("ATT-LEN-1",), _kv_lengths),
+    "q-lengths": ("attention", ("ATT-LEN-2",), _q_lengths),
+    "lse": ("attention", ("ATT-LSE-1",), _plain),
+    "weights": ("attention", ("ATT-WEIGHTS-1",), _weights),
+    "dropout": ("attention", ("ATT-DROPOUT-1",), _dropout),
+    "empty-rows": ("attention", ("ATT-EMPTY-1",), _empty),
+    "poison-scores": ("attention", ("ATT-LEAK-1",), _poison_scores),
+    "poison-kv": ("attention", ("ATT-LEAK-2",), _poison_kv),
+    "nonfinite": ("attention", ("ATT-NAN-1",), _nonfinite),
+    "bound": ("attention", ("ATT-BOUND-1",), _bound),
+    "single-key": ("attention", ("ATT-PROP-1",), _single_key),
+    "equal-scores": ("attention", ("ATT-PROP-2",), _equal_scores),
+    "permute-keys": ("attention", ("ATT-PROP-3",), _permute),
+    "shift-logits": ("attention", ("ATT-PROP-4",), _shift),
+    "extreme": ("attention", ("ATT-SCORE-1", "ATT-LSE-1"), _extreme),
+    "accumulate": ("attention", ("ATT-DTYPE-2",), _accumulate),
+    "dtype-errors": ("attention", ("ATT-DTYPE-1", "ATT-ARG-1"), _dtype_errors),
+    "arg-errors": ("attention", ("ATT-ARG-1",), _arg_errors),
+    "softmax": ("softmax", ("SMX-1",), _softmax("softmax")),
+    "log-softmax": ("log_softmax", ("SMX-1",), _softmax("log_softmax")),
+    "logsumexp": ("logsumexp", ("SMX-1",), _softmax("logsumexp")),
+    "softmax-where": ("softmax", ("SMX-2",), _softmax_where),
+    "log-softmax-where": ("log_softmax", ("SMX-2",), _softmax_where),
+    "logsumexp-where": ("logsumexp", ("SMX-2",), _softmax_where),
+    "softmax-empty": ("softmax", ("SMX-3",), _softmax_empty),
+    "log-softmax-empty": ("log_softmax", ("SMX-3",), _softmax_empty),
+    "logsumexp-empty": ("logsumexp", ("SMX-3",), _softmax_empty),
+    "softmax-nonfinite": ("softmax", ("SMX-4",), _softmax_nonfinite),
+    "logsumexp-nonfinite": ("logsumexp", ("SMX-4",), _softmax_nonfinite),
+    "softmax-half": ("softmax", ("SMX-5",), _softmax_half),
+    "mha": ("mha", ("MHA-1",), _mha),
+}
+
+RULE_GROUPS: dict[str, list[str]] = {rule: [] for rule in RULES}
+for _group, (_op, _rules, _gen) in GROUPS.items():
+    for _rule in _rules:
+        RULE_GROUPS[_rule].append(_group)
+
+# Rules a built-in group tests as a side effect of every case (shape and dtype are checked
+# on every output), recorded here so `attnspec list` shows them.
+IMPLICIT = {"ATT-SHAPE-1", "ATT-DTYPE-1"}
+
+
+def required_features(op: str, params: dict, dtype: str) -> frozenset[str]:
+    """The features (``features.FEATURES``) a case with these parameters needs."""
+    if op in SOFTMAX_OPS:
+        feats = {"where"} if params.get("where") else set()
+        if params.get("pattern") in ("nan", "pos_inf") or params.get("where") == "poisoned":
+            feats.add("nonfinite")
+        if params.get("pattern") == "empty_row":
+            feats.add("empty_rows")
+        if params.get("magnitude", 1.0) >= 1e3:
+            feats.add("extreme")
+        return frozenset(feats)
+    feats = set()
+    if op == "mha":
+        if params["hkv"] != params["hq"]:
+            feats.add("gqa")
+        return frozenset(feats | ({"causal"} if params.get("causal") else set()))
+    batch = params.get("batch", [])
+    if len(batch) == 0:
+        feats.add("batch0")
+    elif len(batch) >= 2:
+        feats.add("batch2")
+    if params["hq"] != params["hkv"]:
+        feats.add("gqa")
+    if params.get("dv", params["dk"]) != params["dk"]:
+        feats.add("dv_ne_dk")
+    if params["lq"] != params["lk"]:
+        feats.add("lq_ne_lk")
+    if params["lk"] == 0:
+        feats |= {"empty_keys", "empty_rows"}
+    for name in ("scale", "softcap", "mask", "kv_lengths", "q_lengths"):
+        if params.get(name) is not None:
+            feats.add(name)
+    if params.get("bias") or params.get("transform") == "shift" or params.get("poison") in (
+            "nan", "pos_inf"):
+        feats.add("bias")
+    if params.get("bias") in ("neg_inf", "row_neg_inf"):
+        feats.add("bias_neg_inf")
+    if params.get("causal"):
+        feats.add("causal_lower_right" if params.get("alignment") == "lower_right" else "causal")
+    if params.get("window") is not None:
+        feats.add("window")
+        if params.get("alignment") == "lower_right":
+            feats.add("causal_lower_right")
+    if params.get("dropout_p"):
+        feats.add("dropout")
+    if _has_empty_rows(params):
+        feats.add("empty_rows")
+    poison = params.get("poison")
+    if poison == "scores":
+        feats.add("poison_scores")
+    elif poison == "kv":
+        feats.add("poison_kv")
+    elif poison in ("nan", "pos_inf"):
+        feats.add("nonfinite")
+    if params.get("magnitude", 1.0) >= 1e3 or params.get("logits") == "near_max":
+        feats.add("extreme")
+    if params.get("error"):
+        feats.add("arg_errors")
+    return frozenset(feats)
+
+
+def _has_empty_rows(params: dict) -> bool:
+    """Whether some query row attends nothing, from the spec's own mask definition."""
+    if params.get("mask") == "empty_rows" or params.get("bias") == "row_neg_inf":
+        return True
+    batch = tuple(params.get("batch", ()))
+    lengths = {n: np.asarray(params[n]).reshape(batch) for n in ("kv_lengths", "q_lengths")
+               if params.get(n) is not None}
+    keep = attnspec.attention_mask(
+        params["lq"], params["lk"], causal=bool(params.get("causal")),
+        window=tuple(params["window"]) if params.get("window") else None,
+        alignment=params.get("alignment", "upper_left"), xp=np, **lengths,
+    )
+    return keep is not None and bool((~keep.any(axis=-1)).any())
+
+
+def _expect(params: dict) -> str:
+    return {"mixed_dtypes": "TypeError", "head_dim_mismatch": "ValueError",
+            "heads_not_divisible": "ValueError"}.get(params.get("error", ""), "value")
+
+
+def catalog(full: bool = False) -> list[Case]:
+    """Every case, in a stable order (the default subset, or the full grid)."""
+    cases: list[Case] = []
+    seen: set[str] = set()
+    for group, (op, rules, gen) in GROUPS.items():
+        for params, dtypes in gen(full):
+            variant = _slug(params) if op not in SOFTMAX_OPS and op != "mha" else _softmax_slug(
+                params)
+            for dtype in dtypes:
+                case_id = f"{group}/{variant}/{dtype}"
+                if case_id in seen:
+                    raise AssertionError(f"duplicate case id {case_id}")
+                seen.add(case_id)
+                cases.append(Case(
+                    id=case_id, op=op, rules=rules, dtype=dtype, params=params,
+                    features=required_features(op, params, dtype), expect=_expect(params),
+                ))
+    return cases
+
+
+def _softmax_slug(params: dict) -> str:
+    return ".".join(f"{k}={'x'.join(map(str, v)) if isinstance(v, list) else v}"
+                    for k, v in sorted(params.items()))
+
+
+def select(cases: Iterable[Case], patterns: Iterable[str] | None) -> Iterator[Case]:
+    """Cases whose ID matches any glob pattern (or contains it as a substring)."""
+    patterns = list(patterns or [])
+    for case in cases:
+        if not patterns or any(fnmatch.fnmatchcase(case.id, p) or p in case.id
+                               for p in patterns):
+            yield case

@@ -1,0 +1,170 @@
+"""Expected values: the float64 golden run, closed forms, and the naive same-dtype reference.
+
+* golden -- attnspec itself on NumPy float64, from the case's (rounded) inputs.
+* closed forms -- answers that need no softmax (one attended key -> its V row; equal scores
+  -> the mean of the attended V rows; permuted keys and shifted logits -> the untransformed
+  answer). Where a case has one, the golden must agree with it, or the case is reported as
+  an internal error: the golden is checked at run time, not trusted.
+* naive -- the textbook formula evaluated in the case's dtype, every operation rounded to it
+  (as an eager framework would run it). Its error is the yardstick of the tolerance rule.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+import attnspec
+
+from .cases import SOFTMAX_OPS, Case
+from .precision import round_to, working_dtype
+
+__all__ = ["GoldenMismatchError", "golden", "naive"]
+
+Outputs = dict[str, np.ndarray]
+
+
+class GoldenMismatchError(AssertionError):
+    """The float64 golden disagrees with an independent closed form (a bug in attnspec)."""
+
+
+def _options(inputs: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in inputs.items() if k not in ("query", "key", "value")
+            and not k.startswith("__")}
+
+
+def golden(case: Case, inputs: dict[str, Any]) -> Outputs:
+    """float64 outputs the case's implementation must reproduce, closed-form checked."""
+    base = inputs.get("__base__", inputs)
+    if case.op in SOFTMAX_OPS:
+        func = getattr(attnspec, case.op)
+        kwargs = {k: v for k, v in base.items() if k in ("axis", "where")}
+        return {"out": np.asarray(func(base["x"], **kwargs))}
+    if case.op == "mha":
+        args = {k: v for k, v in base.items() if k not in ("query", "key", "value")}
+        out = attnspec.multi_head_attention(base["query"], base["key"], base["value"], **args)
+        return {"out": np.asarray(out)}
+    out, lse, weights = attnspec.scaled_dot_product_attention(
+        base["query"], base["key"], base["value"], return_lse=True, return_weights=True,
+        **_options(base),
+    )
+    result = {"out": out, "lse": lse, "weights": weights}
+    transform = case.params.get("transform")
+    if transform == "shift":
+        result["lse"] = lse + case.params["shift"]
+    elif transform == "permute":
+        result["weights"] = weights[..., inputs["__permutation__"]]
+    _check_closed_forms(case, base, result)
+    return result
+
+
+def _check_closed_forms(case: Case, inputs: dict[str, Any], result: Outputs) -> None:
+    closed = closed_form(case, inputs)
+    for name, expected in closed.items():
+        if not np.allclose(result[name], expected, rtol=1e-12, atol=1e-12, equal_nan=True):
+            err = np.nanmax(np.abs(result[name] - expected))
+            raise GoldenMismatchError(
+                f"{case.id}: float64 golden {name} differs from its closed form by {err:.3g}"
+            )
+
+
+def closed_form(case: Case, inputs: dict[str, Any]) -> Outputs:
+    """Closed-form ``out`` (and ``lse``) for the cases that have one; ``{}`` otherwise."""
+    p = case.params
+    if case.op != "attention" or p.get("poison") or p.get("dropout_p"):
+        return {}
+    options = [p.get(n) for n in ("causal", "window", "kv_lengths", "q_lengths", "bias")]
+    group = p["hq"] // p["hkv"]
+    v = np.repeat(inputs["value"], group, axis=-3)
+    if p.get("mask") == "single_key" and not any(options) and not p.get("softcap"):
+        keep = inputs["mask"]
+        k = np.repeat(inputs["key"], group, axis=-3)
+        scale = p.get("scale") or 1.0 / math.sqrt(p["dk"])
+        s = np.sum(inputs["query"][..., :, None, :] * k[..., None, :, :], axis=-1) * scale
+        return {"out": np.matmul(keep.astype(float), v), "lse": np.sum(np.where(keep, s, 0), -1)}
+    if p.get("logits") == "all_equal" and not p.get("bias"):
+        keep = attnspec.attention_mask(
+            p["lq"], p["lk"], mask=inputs.get("mask"), causal=bool(p.get("causal")),
+            window=inputs.get("window"), alignment=p.get("alignment", "upper_left"),
+            kv_lengths=inputs.get("kv_lengths"), q_lengths=inputs.get("q_lengths"), xp=np,
+        )
+        if keep is None:
+            keep = np.ones((p["lq"], p["lk"]), dtype=bool)
+        keep = np.broadcast_to(keep, (*p.get("batch", ()), p["hq"], p["lq"], p["lk"]))
+        count = keep.sum(-1, keepdims=True)
+        mean = np.matmul(keep.astype(float), v) / np.maximum(count, 1)
+        lse = np.where(count[..., 0] > 0, np.log(np.maximum(count[..., 0], 1)), -np.inf)
+        return {"out": mean, "lse": lse}
+    return {}
+
+
+def naive(case: Case, inputs: dict[str, Any]) -> Outputs:
+    """The textbook computation in the case's dtype, each operation rounded to it."""
+    dtype = case.dtype
+    wd = working_dtype(dtype)
+
+    def r(x: Any) -> np.ndarray:
+        x = np.asarray(x, dtype=wd)
+        return round_to(x, dtype).astype(wd) if dtype in ("float16", "bfloat16") else x
+
+    if case.op in SOFTMAX_OPS:
+        x = r(inputs["x"])
+        axis = inputs.get("axis", -1)
+        if "where" in inputs:
+            x = np.where(inputs["where"], x, -np.inf)
+        with np.errstate(all="ignore"):
+            m = np.max(x, axis=axis, keepdims=True)
+            m = np.where(np.isneginf(m), 0, m)
+            e = r(np.exp(x - m))
+            total = r(np.sum(e, axis=axis, keepdims=True))
+            if case.op == "softmax":
+                out = r(e / np.where(total == 0, 1, total))
+            elif case.op == "log_softmax":
+                out = r(x - m - np.log(np.where(total == 0, 1, total)))
+            else:
+                out = r(np.squeeze(m + np.log(total), axis=axis))
+        return {"out": out}
+    if case.op == "mha":
+        with np.errstate(all="ignore"):
+            args = {k: (r(v) if isinstance(v, np.ndarray) else v) for k, v in inputs.items()
+                    if not k.startswith("__")}
+            out = attnspec.multi_head_attention(args.pop("query"), args.pop("key"),
+                                                args.pop("value"), **args)
+        return {"out": r(out)}
+    return _naive_attention(case, inputs, r)
+
+
+def _naive_attention(case: Case, inputs: dict[str, Any], r: Any) -> Outputs:
+    p = case.params
+    group = p["hq"] // p["hkv"]
+    q = r(inputs["query"])
+    k = np.repeat(r(inputs["key"]), group, axis=-3)
+    v = np.repeat(r(inputs["value"]), group, axis=-3)
+    keep = attnspec.attention_mask(
+        p["lq"], p["lk"], mask=inputs.get("mask"), causal=bool(inputs.get("causal")),
+        window=inputs.get("window"), alignment=inputs.get("alignment", "upper_left"),
+        kv_lengths=inputs.get("kv_lengths"), q_lengths=inputs.get("q_lengths"), xp=np,
+    )
+    scale = inputs.get("scale") or 1.0 / math.sqrt(p["dk"])
+    with np.errstate(all="ignore"):
+        s = r(r(np.matmul(q, np.swapaxes(k, -1, -2))) * scale)
+        if inputs.get("softcap"):
+            c = inputs["softcap"]
+            s = r(c * np.tanh(s / c))
+        if "bias" in inputs:
+            s = r(s + r(inputs["bias"]))
+        if keep is not None:
+            s = np.where(keep, s, -np.inf)
+        m = np.max(s, axis=-1, keepdims=True) if p["lk"] else np.zeros((*s.shape[:-1], 1))
+        m = np.where(np.isneginf(m), 0, m)
+        e = r(np.exp(s - m))
+        total = r(np.sum(e, axis=-1, keepdims=True))
+        weights = r(e / np.where(total == 0, 1, total))
+        if "dropout_mask" in inputs:
+            weights = r(np.where(inputs["dropout_mask"], weights, 0) / (1 - inputs["dropout_p"]))
+        out = r(np.matmul(weights, v))
+        lse = np.squeeze(m + np.log(total), -1).astype(np.float64 if case.dtype == "float64"
+                                                       else np.float32)
+    return {"out": out, "lse": lse, "weights": weights}

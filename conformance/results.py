@@ -1,0 +1,65 @@
+"""Outcomes of a conformance run: one :class:`CaseResult` per (implementation, case)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Any
+
+__all__ = ["CaseResult", "ImplementationInfo", "Outcome"]
+
+
+class Outcome(str, Enum):
+    PASS = "pass"
+    FAIL = "fail"
+    ERROR = "error"  # the implementation raised where a value was expected
+    TIMEOUT = "timeout"
+    CRASH = "crash"  # the worker process died (segfault, abort, os._exit)
+    NOT_APPLICABLE = "not-applicable"  # outside the implementation's declared features
+    XFAIL = "xfail"  # failed as an xfail entry says it would
+    XPASS = "xpass"  # an xfail entry's case passed
+
+    @property
+    def ok(self) -> bool:
+        """Outcomes that do not fail a run."""
+        return self in (Outcome.PASS, Outcome.NOT_APPLICABLE, Outcome.XFAIL, Outcome.XPASS)
+
+
+@dataclass
+class CaseResult:
+    case_id: str
+    rules: list[str]
+    implementation: str
+    backend: str
+    device: str
+    dtype: str
+    op: str
+    params: dict[str, Any]
+    outcome: Outcome
+    seed: int
+    max_error: float | None = None  # relative to max|golden|
+    tolerance: float | None = None  # the bound, same scale
+    ratio: float | None = None  # err(impl) / err(naive)
+    message: str = ""
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["outcome"] = self.outcome.value
+        for key in ("max_error", "tolerance", "ratio"):
+            value = data[key]
+            if value is not None and value != value or value in (float("inf"), -float("inf")):
+                data[key] = None if value != value else str(value)
+        return data
+
+
+@dataclass
+class ImplementationInfo:
+    name: str
+    backend: str
+    device: str
+    description: str = ""
+    versions: dict[str, str] = field(default_factory=dict)
+    features: list[str] = field(default_factory=list)
+    fingerprint: dict[str, Any] = field(default_factory=dict)
+    unavailable: str | None = None

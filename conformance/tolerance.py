@@ -1,0 +1,120 @@
+"""The tolerance rule: where a result counts as right.
+
+flash-attention's test rule, made dtype-aware. For each output (``out``, ``lse``,
+``weights``) an implementation passes when
+
+    err(impl) <= k * err(naive) + c * eps(dtype) * max|golden|
+
+where ``err(x) = max |x - golden|`` over the entries where the golden is finite, ``naive`` is
+the textbook computation in the case's dtype with every operation rounded to it
+(``golden.naive``), and ``eps`` is the dtype's machine epsilon. ``k`` allows an
+implementation to be somewhat less accurate than the naive one; ``c`` is the floor for cases
+where the naive error happens to be tiny. The recorded ``ratio`` is
+``err(impl) / max(err(naive), eps * max|golden|)``: ~1 means "as accurate as the naive
+computation", < 1 more accurate.
+
+Beyond the bound, every output must have the expected shape and dtype (ATT-SHAPE-1,
+ATT-DTYPE-1) and the same non-finite entries as the golden: NaN where it is NaN, the same
+infinities (an empty row's lse is ``-inf``, not a large negative number).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .cases import Case
+from .precision import EPS
+
+__all__ = ["TOLERANCES", "Grade", "Tolerance", "expected_dtype", "grade"]
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    k: float
+    c: float
+
+
+#: (k, c) per output. k = 2 is flash-attention's factor; c was set from the errors of
+#: torch, JAX and attnspec on the whole catalog (docs/conformance.md).
+TOLERANCES: dict[str, Tolerance] = {
+    "out": Tolerance(k=2.0, c=4.0),
+    "lse": Tolerance(k=2.0, c=4.0),
+    "weights": Tolerance(k=2.0, c=4.0),
+}
+
+
+@dataclass
+class Grade:
+    passed: bool
+    max_error: float  # worst err(impl) relative to max|golden| over the graded outputs
+    tolerance: float  # the bound that err was held to (same scale)
+    ratio: float  # worst err(impl) / err(naive)
+    message: str
+
+
+def expected_dtype(case: Case, output: str) -> str:
+    """``lse`` is float32 for half-precision inputs (ATT-DTYPE-2); the rest keep the dtype."""
+    if output == "lse" and case.dtype in ("float16", "bfloat16"):
+        return "float32"
+    return case.dtype
+
+
+def _nonfinite_mismatch(name: str, got: np.ndarray, want: np.ndarray) -> str | None:
+    bad = ~(np.isnan(got) == np.isnan(want))
+    bad |= np.isinf(want) & (got != want)
+    bad |= np.isfinite(want) & ~np.isfinite(got)
+    if not bad.any():
+        return None
+    idx = tuple(int(i) for i in np.argwhere(bad)[0])
+    return (f"{name}{list(idx)}: expected {want[idx]!r}, got {got[idx]!r} "
+            f"({int(bad.sum())} non-finite mismatches)")
+
+
+def grade(
+    case: Case,
+    outputs: dict[str, np.ndarray],
+    dtypes: dict[str, str],
+    golden: dict[str, np.ndarray],
+    naive: dict[str, np.ndarray],
+) -> Grade:
+    """Grade the outputs an implementation returned (at least ``out``)."""
+    if "out" not in outputs:
+        return Grade(False, np.inf, 0.0, np.inf, "no 'out' returned")
+    worst = Grade(True, 0.0, 0.0, 0.0, "")
+    eps = EPS[case.dtype]
+    for name, got in outputs.items():
+        if name not in golden:
+            continue
+        want = golden[name]
+        got = np.asarray(got, dtype=np.float64)
+        if got.shape != want.shape:
+            return Grade(False, np.inf, 0.0, np.inf,
+                         f"{name}: wrong shape {got.shape}, expected {want.shape}")
+        if name in dtypes and dtypes[name] != expected_dtype(case, name):
+            return Grade(False, np.inf, 0.0, np.inf,
+                         f"{name}: dtype {dtypes[name]}, expected {expected_dtype(case, name)}")
+        mismatch = _nonfinite_mismatch(name, got, want)
+        if mismatch:
+            return Grade(False, np.inf, 0.0, np.inf, mismatch)
+        finite = np.isfinite(want)
+        if not finite.any():
+            continue
+        scale = float(np.max(np.abs(want[finite]))) or 1.0
+        err = float(np.max(np.abs(got[finite] - want[finite])))
+        ref = np.asarray(naive.get(name, want), dtype=np.float64)
+        both = finite & np.isfinite(ref)
+        err_naive = float(np.max(np.abs(ref[both] - want[both]))) if both.any() else 0.0
+        tol = TOLERANCES[name]
+        bound = tol.k * err_naive + tol.c * eps * scale
+        ratio = err / max(err_naive, eps * scale)
+        if err > bound:
+            return Grade(False, err / scale, bound / scale, ratio,
+                         f"{name}: max error {err:.3g} > tolerance {bound:.3g} "
+                         f"({tol.k:g} x naive {err_naive:.3g} + {tol.c:g} eps x {scale:.3g}); "
+                         f"ratio {ratio:.3g}")
+        if ratio >= worst.ratio:
+            worst = Grade(True, err / scale, bound / scale, ratio, "")
+    return worst
+
