@@ -59,10 +59,12 @@ class Case:
     params: Mapping[str, Any] = field(hash=False)
     features: frozenset[str] = field(hash=False, default=frozenset())
     expect: str = "value"
+    base_seed: int = 0  # ``--seed``: mixed into every case's seed
 
     @property
     def seed(self) -> int:
-        return zlib.crc32(self.id.rsplit("/", 1)[0].encode()) & 0x7FFFFFFF
+        variant = self.id.rsplit("/", 1)[0]
+        return (zlib.crc32(variant.encode()) ^ self.base_seed) & 0x7FFFFFFF
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -41,3 +41,8 @@ FEATURES: dict[str, str] = {
     # operations other than attention
     "where": "softmax with a where= argument",
 }
+
+#: Features that describe a behaviour rather than an input: the fingerprint observes them
+#: on every implementation, declared or not.
+BEHAVIOURS = frozenset({"empty_rows", "poison_scores", "poison_kv", "nonfinite", "extreme",
+                        "arg_errors"})

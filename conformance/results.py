@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
@@ -47,10 +48,15 @@ class CaseResult:
         data = asdict(self)
         data["outcome"] = self.outcome.value
         for key in ("max_error", "tolerance", "ratio"):
-            value = data[key]
-            if value is not None and value != value or value in (float("inf"), -float("inf")):
-                data[key] = None if value != value else str(value)
+            # JSON has no NaN/inf: a non-finite error (a wrong shape, a NaN) is null and the
+            # message says why.
+            if data[key] is not None and not math.isfinite(data[key]):
+                data[key] = None
         return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CaseResult:
+        return cls(**{**data, "outcome": Outcome(data["outcome"])})
 
 
 @dataclass

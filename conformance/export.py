@@ -1,0 +1,153 @@
+"""Golden vectors for implementations outside Python, and grading of what they computed.
+
+``attnspec export DIR`` writes ``DIR/manifest.json`` and one ``DIR/cases/<name>.npz`` per
+case. Each npz holds ``input/<arg>`` (float arrays in float64, exactly representable in the
+case dtype; bool masks; int64 lengths), ``expected/<output>`` (the float64 golden) and
+``naive/<output>`` (the naive same-dtype reference the tolerance rule measures against). The
+manifest lists every case with its rules, dtype, scalar options and file, plus the
+conventions (layout, mask polarity) and the tolerance constants.
+
+An implementation in another language reads the inputs, casts them to the case dtype, and
+writes ``OUT/<name>.npz`` with ``out`` (and ``lse``, ``weights`` if it has them);
+``attnspec check --outputs OUT`` grades that directory. Output dtypes are not checked there
+(NumPy cannot store bfloat16); a missing file is "not applicable".
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import attnspec
+
+from .cases import Case, make_inputs
+from .catalog import catalog, select
+from .golden import golden, naive
+from .precision import EPS
+from .report import Report
+from .results import CaseResult, ImplementationInfo, Outcome
+from .tolerance import TOLERANCES, grade
+
+__all__ = ["FORMAT", "case_filename", "export", "grade_outputs"]
+
+FORMAT = "attnspec-golden/1"
+
+
+def case_filename(case_id: str) -> str:
+    """A portable file name for a case ID (``/`` -> ``__``; nothing but [A-Za-z0-9._=-])."""
+    return re.sub(r"[^A-Za-z0-9._=-]", "-", case_id.replace("/", "__")) + ".npz"
+
+
+def _cases(full: bool, patterns: Iterable[str] | None, dtypes: Iterable[str] | None,
+           seed: int) -> list[Case]:
+    wanted = set(dtypes or ())
+    return [c for c in select(catalog(full=full, seed=seed), patterns)
+            if c.expect == "value" and (not wanted or c.dtype in wanted)]
+
+
+def export(directory: Path, *, full: bool = False, select: Iterable[str] | None = None,
+           dtypes: Iterable[str] | None = None, seed: int = 0) -> int:
+    """Write the golden vectors of the selected cases; returns how many were written."""
+    directory = Path(directory)
+    (directory / "cases").mkdir(parents=True, exist_ok=True)
+    entries = []
+    for case in _cases(full, select, dtypes, seed):
+        inputs = make_inputs(case)
+        expected, reference = golden(case, inputs), naive(case, inputs)
+        arrays: dict[str, np.ndarray] = {}
+        options: dict[str, Any] = {}
+        for name, value in inputs.items():
+            if name.startswith("__"):
+                continue
+            if isinstance(value, np.ndarray):
+                arrays[f"input/{name}"] = value
+            else:
+                options[name] = list(value) if isinstance(value, tuple) else value
+        for name, value in expected.items():
+            arrays[f"expected/{name}"] = np.asarray(value, dtype=np.float64)
+            if name in reference:
+                arrays[f"naive/{name}"] = np.asarray(reference[name], dtype=np.float64)
+        filename = case_filename(case.id)
+        np.savez_compressed(directory / "cases" / filename, **arrays)
+        entries.append({**case.to_json(), "file": f"cases/{filename}", "options": options,
+                        "inputs": sorted(k[6:] for k in arrays if k.startswith("input/")),
+                        "outputs": sorted(expected)})
+    manifest = {
+        "format": FORMAT,
+        "attnspec_version": attnspec.__version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "conventions": {
+            "layout": "query (*batch, Hq, Lq, Dk), key (*batch, Hkv, Lk, Dk), "
+                      "value (*batch, Hkv, Lk, Dv); out (*batch, Hq, Lq, Dv)",
+            "mask": "bool, True = may attend",
+            "lse": "float32 for float16/bfloat16 input, else the input dtype",
+            "spec": "docs/spec.md of attnspec " + attnspec.__version__,
+        },
+        "tolerance": {
+            "rule": "max|impl - expected| <= k * max|naive - expected| + c * eps * max|expected|"
+                    " over finite expected entries; non-finite entries must match exactly",
+            "constants": {name: {"k": t.k, "c": t.c} for name, t in TOLERANCES.items()},
+            "eps": EPS,
+        },
+        "cases": entries,
+    }
+    (directory / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    return len(entries)
+
+
+def grade_outputs(outputs: Path, *, full: bool = False, select: Iterable[str] | None = None,
+                  dtypes: Iterable[str] | None = None, seed: int = 0,
+                  xfail_file: Path | None = None) -> Report:
+    """Grade ``outputs/<name>.npz`` files (or ``outputs/cases/<name>.npz``) against the
+    catalog; the implementation's name comes from ``outputs/manifest.json``'s
+    ``implementation`` field when present, else from the directory name."""
+    outputs = Path(outputs)
+    name = outputs.resolve().name
+    manifest = outputs / "manifest.json"
+    if manifest.is_file():
+        name = json.loads(manifest.read_text()).get("implementation", name)
+    results = []
+    for case in _cases(full, select, dtypes, seed):
+        path = outputs / case_filename(case.id)
+        if not path.is_file():
+            path = outputs / "cases" / case_filename(case.id)
+        result = CaseResult(
+            case_id=case.id, rules=list(case.rules), implementation=name, backend="external",
+            device="", dtype=case.dtype, op=case.op, params=dict(case.params),
+            outcome=Outcome.NOT_APPLICABLE, seed=case.seed, message="no output file",
+        )
+        if path.is_file():
+            _grade_file(case, path, result)
+        results.append(result)
+    report = Report(
+        implementations=[ImplementationInfo(name=name, backend="external", device="",
+                                            description=f"outputs read from {outputs.name}")],
+        results=results,
+        options={"outputs": outputs.name, "full": full, "select": list(select or []),
+                 "dtypes": list(dtypes or []), "seed": seed},
+    )
+    if xfail_file is not None:
+        from .xfail import apply_xfails, load_xfails
+
+        apply_xfails(report, load_xfails(xfail_file))
+    return report
+
+
+def _grade_file(case: Case, path: Path, result: CaseResult) -> None:
+    try:
+        with np.load(path) as data:
+            got = {k: np.asarray(data[k]) for k in ("out", "lse", "weights") if k in data}
+    except Exception as exc:  # an unreadable file is that case's error, not the run's
+        result.outcome, result.message = Outcome.ERROR, f"cannot read {path.name}: {exc}"
+        return
+    inputs = make_inputs(case)
+    g = grade(case, got, {}, golden(case, inputs), naive(case, inputs))
+    result.outcome = Outcome.PASS if g.passed else Outcome.FAIL
+    result.max_error, result.tolerance, result.ratio = g.max_error, g.tolerance, g.ratio
+    result.message = g.message

@@ -1,0 +1,137 @@
+"""The report of a conformance run: what ran, where, and every case's outcome.
+
+Its JSON form is versioned (``SCHEMA_VERSION``; the JSON Schema is ``report.schema.json``
+beside this file). Reports from several runs (other machines, other backends) merge into one.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import attnspec
+
+from .results import CaseResult, ImplementationInfo, Outcome
+
+__all__ = ["SCHEMA_VERSION", "Report", "environment"]
+
+SCHEMA_VERSION = "1.0"
+
+
+def environment() -> dict[str, Any]:
+    """Python, platform and the versions of the array libraries that are imported."""
+    libraries = {}
+    for name in ("numpy", "torch", "jax", "jaxlib", "cupy", "dask", "array_api_strict",
+                 "array_api_compat", "onnxruntime", "scipy", "flash_attn"):
+        module = sys.modules.get(name)
+        if module is not None:
+            libraries[name] = str(getattr(module, "__version__", "?"))
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "libraries": libraries,
+    }
+
+
+@dataclass
+class Report:
+    implementations: list[ImplementationInfo] = field(default_factory=list)
+    results: list[CaseResult] = field(default_factory=list)
+    options: dict[str, Any] = field(default_factory=dict)
+    environment: dict[str, Any] = field(default_factory=environment)
+    created: str = field(
+        default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    attnspec_version: str = attnspec.__version__
+    stale_xfails: list[str] = field(default_factory=list)
+    schema_version: str = SCHEMA_VERSION
+
+    # -- verdicts -----------------------------------------------------------------------
+
+    @property
+    def failed(self) -> list[CaseResult]:
+        return [r for r in self.results if not r.outcome.ok]
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every applicable case passed (xfails allowed), 1 otherwise."""
+        return 1 if self.failed else 0
+
+    def counts(self) -> dict[str, Counter]:
+        """Outcome counts per implementation."""
+        counts: dict[str, Counter] = {}
+        for r in self.results:
+            counts.setdefault(r.implementation, Counter())[r.outcome.value] += 1
+        return counts
+
+    def by_rule(self) -> dict[str, dict[str, Outcome]]:
+        """implementation -> rule -> worst outcome over that rule's cases."""
+        order = [Outcome.CRASH, Outcome.TIMEOUT, Outcome.ERROR, Outcome.FAIL, Outcome.XPASS,
+                 Outcome.XFAIL, Outcome.PASS, Outcome.NOT_APPLICABLE]
+        matrix: dict[str, dict[str, Outcome]] = {}
+        for r in self.results:
+            row = matrix.setdefault(r.implementation, {})
+            for rule in r.rules:
+                current = row.get(rule)
+                if current is None or order.index(r.outcome) < order.index(current):
+                    row[rule] = r.outcome
+        return matrix
+
+    # -- JSON ---------------------------------------------------------------------------
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema_version": self.schema_version,
+            "created": self.created,
+            "attnspec_version": self.attnspec_version,
+            "environment": self.environment,
+            "options": self.options,
+            "implementations": [asdict(i) for i in self.implementations],
+            "results": [r.to_json() for r in self.results],
+            "stale_xfails": self.stale_xfails,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Report:
+        version = str(data.get("schema_version", ""))
+        if version.split(".")[0] != SCHEMA_VERSION.split(".")[0]:
+            raise ValueError(
+                f"report schema version {version!r} is not readable by this attnspec "
+                f"(schema {SCHEMA_VERSION})"
+            )
+        return cls(
+            implementations=[ImplementationInfo(**i) for i in data["implementations"]],
+            results=[CaseResult.from_json(r) for r in data["results"]],
+            options=data.get("options", {}), environment=data.get("environment", {}),
+            created=data.get("created", ""), attnspec_version=data.get("attnspec_version", ""),
+            stale_xfails=data.get("stale_xfails", []), schema_version=version,
+        )
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_json(), indent=1, allow_nan=False) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> Report:
+        try:
+            data = json.loads(Path(path).read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: not a JSON report ({exc})") from None
+        return cls.from_json(data)
+
+    @classmethod
+    def merge(cls, reports: list[Report]) -> Report:
+        """One report from several: implementations from different runs stay apart (a name
+        seen twice gets its backend/device appended when those differ)."""
+        merged = cls(options={"merged_from": [r.created for r in reports]})
+        for report in reports:
+            merged.implementations.extend(report.implementations)
+            merged.results.extend(report.results)
+            merged.stale_xfails.extend(report.stale_xfails)
+        return merged
