@@ -60,7 +60,7 @@ def _score(full: bool):
 
 def _shape_group(full: bool):
     for batch in ((), (2,), (2, 3)):
-        yield _shape(batch=batch), ("float32",)
+        yield _shape(batch=batch), ("float32", "bfloat16")
     yield _shape(dv=5), ("float32", "float16")
     yield _shape(lk=0), ("float32",)
 
@@ -107,6 +107,8 @@ def _window(full: bool):
         for alignment in ("upper_left", "lower_right"):
             yield _shape(lq=6, lk=9, window=list(window), alignment=alignment), ("float32",)
     yield _shape(window=[3, None], causal=True), ("float32", "float16")
+    # Lq == Lk in both alignments, in bfloat16: what flash-attention's windows can express.
+    yield _shape(lq=9, window=[2, 1]), ("float32", "bfloat16")
 
 
 def _kv_lengths(full: bool):
@@ -180,7 +182,9 @@ def _extreme(full: bool):
 
 
 def _accumulate(full: bool):
-    for lk in (513, 1025) if full else (513,):
+    # 1025 keys by default: at 513 a float16-accumulating implementation slips under the
+    # tolerance for some seeds (tests/test_conformance_broken.py).
+    for lk in (513, 1025) if full else (1025,):
         yield _shape(batch=(), hq=2, hkv=2, lq=4, lk=lk, dk=128), HALF
 
 
@@ -223,6 +227,7 @@ def _mha(full: bool):
     base = {"batch": [2], "lq": 5, "lk": 7, "embed": 16, "hq": 4, "hkv": 4, "dk": 4}
     yield dict(base), ("float32",)
     yield dict(base, cross=True, biases=True), ("float32",)
+    yield dict(base, causal=True), ("float32",)
     yield dict(base, hkv=2, causal=True), ("float32",)
 
 

@@ -111,9 +111,9 @@ def _write_outputs(report, args: argparse.Namespace) -> None:
     if args.json:
         report.save(args.json)
     if args.markdown:
-        args.markdown.write_text(to_markdown(report))
+        args.markdown.write_text(to_markdown(report), encoding="utf-8")
     if args.html:
-        args.html.write_text(to_html(report))
+        args.html.write_text(to_html(report), encoding="utf-8")
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -133,16 +133,11 @@ def _check(args: argparse.Namespace) -> int:
                                dtypes=args.dtypes, seed=args.seed, xfail_file=args.xfail_file)
     else:
         progress = Progress(0)
-
-        def on_result(done: int, total: int, result) -> None:
-            progress.total = total
-            progress.update(result)
-
         try:
             report = api.run(
                 args.targets or None, backend=args.backend, device=args.device,
                 dtypes=args.dtypes, select=args.select, xfail_file=args.xfail_file,
-                seed=args.seed, timeout=args.timeout, full=args.full, progress=on_result,
+                seed=args.seed, timeout=args.timeout, full=args.full, progress=progress,
                 isolate=not args.in_process, fingerprint=not args.no_fingerprint,
                 capabilities=args.capabilities,
             )

@@ -10,7 +10,7 @@ import json
 import platform
 import sys
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -130,8 +130,17 @@ class Report:
         """One report from several: implementations from different runs stay apart (a name
         seen twice gets its backend/device appended when those differ)."""
         merged = cls(options={"merged_from": [r.created for r in reports]})
+        places: dict[str, set[tuple[str, str]]] = {}
         for report in reports:
-            merged.implementations.extend(report.implementations)
-            merged.results.extend(report.results)
+            for info in report.implementations:
+                places.setdefault(info.name, set()).add((info.backend, info.device))
+        for report in reports:
+            rename = {i.name: f"{i.name} ({i.backend}, {i.device})"
+                      for i in report.implementations if len(places[i.name]) > 1}
+            merged.implementations.extend(
+                replace(i, name=rename.get(i.name, i.name)) for i in report.implementations)
+            merged.results.extend(
+                replace(r, implementation=rename.get(r.implementation, r.implementation))
+                for r in report.results)
             merged.stale_xfails.extend(report.stale_xfails)
         return merged

@@ -105,6 +105,9 @@ class Adapter:
                 continue
             if isinstance(value, np.ndarray):
                 dtype = overrides.get(name, case.dtype) if name in _FLOAT_ARRAYS else None
+                if dtype is not None and dtype not in backend.dtypes:
+                    # A mixed-dtype case only needs *another* dtype than the case's.
+                    dtype = next(d for d in backend.dtypes if d != case.dtype)
                 args[name] = backend.from_numpy(value, dtype=dtype)
             else:
                 args[name] = value

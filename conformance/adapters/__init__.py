@@ -1,0 +1,171 @@
+"""Adapters: the implementations the suite can grade, by name.
+
+Built-in names: ``attnspec[<backend>]`` for every backend of :mod:`attnspec.backends`
+(``attnspec`` alone means ``attnspec[<backend>]`` for the ``backend`` argument), and the
+native implementations ``torch.sdpa``, ``torch.mha``, ``jax.dot_product_attention``,
+``torch.softmax``, ``jax.softmax``, ``scipy.softmax``, ``onnxruntime.attention`` and
+``flash_attn``. Anything else of the form ``module:callable`` is a user's function (see
+:mod:`.user`).
+
+Building an adapter imports no framework; :meth:`Adapter.unavailable` is the first thing
+that does. Every adapter pickles to "its class and arguments", so a worker process
+re-creates it (re-importing a user's module) instead of receiving framework state.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from attnspec.backends import all_backends
+from attnspec.backends import names as backend_names
+
+from .attnspec_adapter import AttnspecAdapter
+from .base import Adapter, AdapterOutput
+from .user import UserAdapter
+
+__all__ = ["NATIVE", "Adapter", "AdapterOutput", "builtin_adapters", "builtin_names",
+           "resolve"]
+
+#: Native implementations: name -> "module:class" inside this package (imported on use).
+NATIVE: dict[str, str] = {
+    "torch.sdpa": "torch_sdpa:TorchSdpaAdapter",
+    "torch.mha": "torch_mha:TorchMhaAdapter",
+    "jax.dot_product_attention": "jax_dpa:JaxDotProductAttentionAdapter",
+    "torch.softmax": "softmax_native:TorchSoftmaxAdapter",
+    "jax.softmax": "softmax_native:JaxSoftmaxAdapter",
+    "scipy.softmax": "softmax_native:ScipySoftmaxAdapter",
+    "onnxruntime.attention": "onnxruntime_attention:OnnxruntimeAttentionAdapter",
+    "flash_attn": "flash_attn:FlashAttnAdapter",
+}
+
+# ``device`` names of a GPU, and backends that run only on one
+_GPU_DEVICES = ("cuda", "gpu")
+_GPU_ONLY = ("cupy",)
+
+
+def builtin_names() -> list[str]:
+    """Every built-in adapter name: ``attnspec[<backend>]`` for each backend, then the
+    native implementations."""
+    return [f"attnspec[{b.name}]" for b in all_backends()] + list(NATIVE)
+
+
+def builtin_adapters() -> list[Adapter]:
+    """One adapter per built-in name (on its default backend), usable here or not: check
+    :meth:`Adapter.unavailable`."""
+    return [resolve(name) for name in builtin_names()]
+
+
+def _native_class(name: str) -> type[Adapter]:
+    module_name, _, class_name = NATIVE[name].partition(":")
+    module = importlib.import_module(f"{__name__}.{module_name}")
+    return getattr(module, class_name)
+
+
+def _backend_for(backend: str, device: str | None) -> str:
+    """A backend name from ``backend`` (a name, or a framework such as ``"torch"``) and
+    ``device``."""
+    known = backend_names()
+    if backend in known:
+        if device is not None and not _device_matches(backend, device):
+            raise ValueError(f"device: {device!r} conflicts with backend {backend!r}")
+        return backend
+    candidates = [n for n in known if n.split("-", 1)[0] == backend]
+    if not candidates:
+        raise ValueError(f"backend: unknown backend {backend!r}; known backends: "
+                         f"{', '.join(known)}")
+    for name in candidates:
+        if device is None or _device_matches(name, device):
+            return name
+    raise ValueError(f"device: {backend} has no backend for device {device!r}; its "
+                     f"backends: {', '.join(candidates)}")
+
+
+def _native_adapter(name: str, backend: str, device: str | None) -> Adapter:
+    cls = _native_class(name)
+    choices: tuple[str, ...] = cls.backends  # type: ignore[attr-defined]
+    if backend == "numpy" and "numpy" not in choices:
+        # The default backend means "unset": the adapter's own, picked by device.
+        matches = [c for c in choices if device is None or _device_matches(c, device)]
+        if not matches:
+            raise ValueError(f"device: {name} runs on {', '.join(choices)}; none is a "
+                             f"{device!r} device")
+        return cls(matches[0])
+    if backend not in choices:
+        raise ValueError(f"backend: {name} runs on {', '.join(choices)}, not {backend!r}")
+    if device is not None and not _device_matches(backend, device):
+        raise ValueError(f"device: {device!r} conflicts with backend {backend!r}")
+    return cls(backend)
+
+
+def _device_matches(backend: str, device: str) -> bool:
+    """Whether backend ``torch-cuda``/``jax-cpu``/``numpy``... runs on ``device``."""
+    if backend in _GPU_ONLY:
+        kind = "gpu"
+    else:
+        kind = backend.split("-", 1)[1] if "-" in backend else "cpu"
+        kind = "gpu" if kind in _GPU_DEVICES else kind
+    return kind == ("gpu" if device in _GPU_DEVICES else device)
+
+
+def resolve(target: Any, *, backend: str = "numpy", device: str | None = None,
+            capabilities: Any = None) -> Adapter:
+    """The adapter for ``target``.
+
+    Parameters
+    ----------
+    target : str or Adapter
+        A built-in name (:func:`builtin_names`), ``"attnspec"`` (attnspec on ``backend``),
+        ``"module:callable"``, or an :class:`Adapter` (returned as it is).
+    backend : str
+        For ``module:callable`` and ``attnspec``: the backend whose arrays the function
+        takes (a name such as ``"torch-cpu"``, or a framework such as ``"torch"`` with
+        ``device``). Built-ins run on their own backend: there ``backend`` may name one of
+        the adapter's backends (``"torch-cuda"``), another one is a ``ValueError``, and the
+        default ``"numpy"`` means "the adapter's own".
+    device : str, optional
+        ``"cpu"``, ``"cuda"`` or ``"gpu"``: picks the backend of that device (a built-in
+        with none is a ``ValueError``).
+    capabilities : mapping or path, optional
+        For ``module:callable`` only: the declaration (see :mod:`.user`); default: the
+        callable's ``attnspec_capabilities`` attribute.
+
+    Raises
+    ------
+    ValueError
+        An unknown built-in name (the message lists them), a malformed target, a backend
+        or device the adapter cannot use, or capabilities given for a built-in.
+    ImportError
+        A ``module:callable`` whose module fails to import (names the target and cause).
+    TypeError
+        A target that is not a string/Adapter, or a ``module:callable`` that is not
+        callable.
+    """
+    if isinstance(target, Adapter):
+        return target
+    if not isinstance(target, str):
+        raise TypeError(f"target must be an adapter name, 'module:callable' or an Adapter, "
+                        f"got {type(target).__name__}")
+    if ":" in target:
+        return UserAdapter(target, _backend_for(backend, device), capabilities)
+    if capabilities is not None:
+        raise ValueError(f"capabilities: only 'module:callable' targets take capabilities; "
+                         f"{target!r} is a built-in adapter with its own declaration")
+    if target == "attnspec":
+        return AttnspecAdapter(_backend_for(backend, device))
+    if target.startswith("attnspec[") and target.endswith("]"):
+        name = target[len("attnspec["):-1]
+        if name not in backend_names():
+            raise ValueError(f"unknown adapter {target!r}: no backend {name!r}; known "
+                             f"backends: {', '.join(backend_names())}")
+        # The name fixes the backend; a backend or device asked for must agree with it
+        # (the default backend "numpy" means "unset" here).
+        if backend != "numpy" and _backend_for(backend, device) != name:
+            raise ValueError(f"backend: {target} runs on {name}, not {backend!r}")
+        if device is not None and not _device_matches(name, device):
+            raise ValueError(f"device: {target} runs on {name}, not on a {device!r} device")
+        return AttnspecAdapter(name)
+    if target in NATIVE:
+        return _native_adapter(target, backend, device)
+    raise ValueError(f"unknown adapter {target!r}; built-in adapters: "
+                     f"{', '.join(builtin_names())}; or give 'module:callable'")

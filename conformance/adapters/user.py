@@ -1,0 +1,278 @@
+"""``module:callable``: a third party's function, graded as it says it behaves.
+
+The callable takes :func:`attnspec.scaled_dot_product_attention`'s signature on one backend's
+arrays::
+
+    fn(query, key, value, *, mask=None, bias=None, causal=False, window=None,
+       alignment="upper_left", scale=None, softcap=None, kv_lengths=None, q_lengths=None,
+       dropout_mask=None, dropout_p=0.0, return_lse=False, return_weights=False)
+
+Only the options a case uses are passed, so a function needs only the keywords of the
+features it declares. Capabilities come from the ``capabilities`` argument of
+:func:`attnspec.conformance.adapters.resolve` (a dict or the path of a TOML file) or else
+from an ``attnspec_capabilities`` attribute on the callable (a dict, or a TOML path,
+relative to the callable's module). Keys, all optional:
+
+``features`` (list)
+    Declared features (``attnspec.conformance.features.FEATURES``); default: all of them.
+``exclude`` (list)
+    Features removed from ``features`` (handy with the default).
+``ops`` (list)
+    ``attention`` (default), ``mha`` (called with
+    :func:`attnspec.multi_head_attention`'s signature), ``softmax``, ``log_softmax``,
+    ``logsumexp`` (called as ``fn(x, axis=..., where=...)``).
+``dtypes`` (list)
+    Supported dtypes (default: every dtype the backend has).
+``layout`` (``"bhld"`` | ``"blhd"``)
+    ``"blhd"``: query, key, value and out are ``(*batch, L, H, D)`` (tokens before heads);
+    masks, bias, lse and weights keep the spec's layout either way. Default ``"bhld"``.
+``mask`` (``"keep"`` | ``"drop"`` | ``"additive"``)
+    How the function's ``mask=`` reads: bool True = may attend (``keep``, default), bool
+    True = masked out (``drop``), or a float added to the scores, 0 / ``-inf`` in the
+    input dtype (``additive``).
+``returns`` (list)
+    The outputs the function gives, from ``out``, ``lse``, ``weights``; default ``["out"]``.
+    With ``lse``/``weights`` listed, the adapter passes ``return_lse=True`` /
+    ``return_weights=True`` and expects a tuple in attnspec's order ``(out, lse, weights)``
+    holding just those. ``lse`` and ``weights`` count as declared features exactly when
+    listed here.
+
+A function that returns a tuple without ``returns`` saying so is an error (the adapter
+raises ``TypeError``), not a silent first element.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attnspec
+
+from ..cases import SOFTMAX_OPS, Case
+from ..features import FEATURES
+from .base import Adapter
+
+__all__ = ["CAPABILITY_KEYS", "UserAdapter", "load_callable", "parse_capabilities"]
+
+CAPABILITY_KEYS = ("features", "exclude", "ops", "dtypes", "layout", "mask", "returns")
+_OPS = ("attention", "mha", *SOFTMAX_OPS)
+_DTYPES = ("float64", "float32", "float16", "bfloat16")
+_OUTPUTS = ("out", "lse", "weights")
+_SDPA_OPTIONS = ("mask", "bias", "causal", "window", "alignment", "scale", "softcap",
+                 "kv_lengths", "q_lengths", "dropout_mask", "dropout_p")
+
+
+def load_callable(target: str) -> Any:
+    """Import ``module:callable`` (the callable may be a dotted path inside the module).
+
+    Raises
+    ------
+    ValueError
+        If ``target`` is not of the form ``module:callable`` or the attribute is missing.
+    ImportError
+        If the module cannot be imported (the message names the target and the cause).
+    TypeError
+        If the attribute is not callable.
+    """
+    module_name, sep, attr = target.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"target must be 'module:callable', got {target!r}")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ImportError(
+            f"target {target!r}: cannot import module {module_name!r} "
+            f"({type(exc).__name__}: {exc})"
+        ) from exc
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ValueError(
+                f"target {target!r}: module {module_name!r} has no attribute {attr!r}"
+            ) from None
+    if not callable(obj):
+        raise TypeError(f"target {target!r} is not callable: it is a {type(obj).__name__}")
+    return obj
+
+
+def _toml() -> Any:
+    """``tomllib`` (Python 3.11+), else the ``tomli`` backport."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        try:
+            import tomli as tomllib
+        except ImportError:
+            raise ImportError("reading a capabilities TOML file needs Python 3.11+ "
+                              "(tomllib) or the tomli package") from None
+    return tomllib
+
+
+def parse_capabilities(source: Any, *, target: str = "") -> dict[str, Any]:
+    """Validate capabilities given as a mapping or the path of a TOML file.
+
+    Returns
+    -------
+    dict
+        Only the keys of :data:`CAPABILITY_KEYS`, lists as lists.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For a source of another type, an unreadable file, unknown keys, features, ops,
+        dtypes or outputs, or a bad ``layout``/``mask`` value.
+    """
+    where = f"capabilities of {target!r}" if target else "capabilities"
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        toml = _toml()
+        try:
+            with path.open("rb") as fh:
+                data: Any = toml.load(fh)
+        except OSError as exc:
+            raise ValueError(f"{where}: cannot read TOML file {str(path)!r} ({exc})") from exc
+        except toml.TOMLDecodeError as exc:
+            raise ValueError(f"{where}: {str(path)!r} is not valid TOML ({exc})") from exc
+        where = f"{where} ({path})"
+    elif isinstance(source, Mapping):
+        data = dict(source)
+    else:
+        raise TypeError(f"{where} must be a mapping or a TOML file path, "
+                        f"got {type(source).__name__}")
+    unknown = sorted(set(data) - set(CAPABILITY_KEYS))
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {unknown}; known keys: "
+                         f"{', '.join(CAPABILITY_KEYS)}")
+    caps: dict[str, Any] = {}
+    for key, allowed in (("features", tuple(FEATURES)), ("exclude", tuple(FEATURES)),
+                         ("ops", _OPS), ("dtypes", _DTYPES), ("returns", _OUTPUTS)):
+        if key in data:
+            value = data[key]
+            if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+                raise TypeError(f"{where}: {key} must be a list of strings, got {value!r}")
+            bad = sorted(set(value) - set(allowed))
+            if bad:
+                raise ValueError(f"{where}: unknown {key} {bad}; expected some of: "
+                                 f"{', '.join(allowed)}")
+            caps[key] = list(value)
+    for key, allowed in (("layout", ("bhld", "blhd")), ("mask", ("keep", "drop", "additive"))):
+        if key in data:
+            if data[key] not in allowed:
+                raise ValueError(f"{where}: {key} must be one of {', '.join(allowed)}, "
+                                 f"got {data[key]!r}")
+            caps[key] = data[key]
+    if "returns" in caps and "out" not in caps["returns"]:
+        raise ValueError(f"{where}: returns must include 'out', got {caps['returns']}")
+    return caps
+
+
+def _attribute_capabilities(fn: Any, target: str) -> Any:
+    """The callable's ``attnspec_capabilities``; a relative TOML path is taken relative to
+    the directory of the callable's module (not the current directory)."""
+    caps = getattr(fn, "attnspec_capabilities", None)
+    if caps is None:
+        return {}
+    if isinstance(caps, (str, os.PathLike)) and not Path(caps).is_absolute():
+        module = importlib.import_module(target.partition(":")[0])
+        if getattr(module, "__file__", None):
+            caps = Path(module.__file__).parent / caps
+    return caps
+
+
+class UserAdapter(Adapter):
+    """A ``module:callable`` under test.
+
+    Parameters
+    ----------
+    target : str
+        ``"module:callable"``.
+    backend_name : str
+        The backend whose arrays the callable takes.
+    capabilities : mapping, str or path, optional
+        See the module docstring. ``None``: the callable's ``attnspec_capabilities``
+        attribute, or every feature.
+    """
+
+    def __init__(self, target: str, backend_name: str = "numpy",
+                 capabilities: Any = None) -> None:
+        self.name = target
+        self.target = target
+        self.backend_name = backend_name
+        self._fn = load_callable(target)
+        if capabilities is None:
+            capabilities = _attribute_capabilities(self._fn, target)
+        self.capabilities = parse_capabilities(capabilities, target=target)
+        caps = self.capabilities
+        self.ops = frozenset(caps.get("ops", ["attention"]))
+        self.returns = tuple(o for o in _OUTPUTS if o in caps.get("returns", ["out"]))
+        features = set(caps.get("features", FEATURES)) - set(caps.get("exclude", ()))
+        features -= {"lse", "weights"}
+        features |= set(self.returns) - {"out"}
+        self.features = frozenset(features)
+        if "dtypes" in caps:
+            self.supported_dtypes = tuple(d for d in _DTYPES if d in caps["dtypes"])
+        self.layout = caps.get("layout", "bhld")
+        self.mask_convention = caps.get("mask", "keep")
+        self.description = f"{target} on {backend_name}"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Re-imported by target in a worker process (functions need not pickle).
+        return (type(self), (self.target, self.backend_name, self.capabilities))
+
+    def versions(self) -> dict[str, str]:
+        module = self.target.partition(":")[0]
+        top = module.partition(".")[0]
+        try:
+            version = getattr(importlib.import_module(top), "__version__", None)
+        except ImportError:
+            version = None
+        return {top: str(version)} if version is not None else {}
+
+    def call(self, case: Case, args: dict[str, Any]) -> dict[str, Any]:
+        if case.op in SOFTMAX_OPS:
+            kwargs = {k: args[k] for k in ("axis", "where") if k in args}
+            return {"out": self._single(self._fn(args["x"], **kwargs))}
+        if case.op == "mha":
+            rest = {k: v for k, v in args.items() if k not in ("query", "key", "value")}
+            return {"out": self._single(self._fn(args["query"], args["key"], args["value"],
+                                                 **rest))}
+        return self._attention(args)
+
+    def _single(self, result: Any) -> Any:
+        if isinstance(result, tuple):
+            raise TypeError(f"{self.target} returned a tuple of {len(result)}; list the "
+                            "outputs in the capability 'returns'")
+        return result
+
+    def _attention(self, args: dict[str, Any]) -> dict[str, Any]:
+        q, k, v = args["query"], args["key"], args["value"]
+        if self.layout == "blhd":
+            q, k, v = (attnspec.bhld_to_blhd(x) for x in (q, k, v))
+        options = {name: args[name] for name in _SDPA_OPTIONS if name in args}
+        mask = options.get("mask")
+        if mask is not None and self.mask_convention != "keep":
+            xp = self.backend.namespace()
+            if self.mask_convention == "drop":
+                options["mask"] = xp.logical_not(mask)
+            else:
+                options["mask"] = attnspec.mask_to_bias(mask, dtype=q.dtype)
+        if "lse" in self.returns:
+            options["return_lse"] = True
+        if "weights" in self.returns:
+            options["return_weights"] = True
+        result = self._fn(q, k, v, **options)
+        if len(self.returns) == 1:
+            outputs = {"out": self._single(result)}
+        else:
+            if not isinstance(result, tuple) or len(result) != len(self.returns):
+                got = f"a tuple of {len(result)}" if isinstance(result, tuple) else "one array"
+                raise TypeError(f"{self.target} returned {got}; its capabilities say "
+                                f"{list(self.returns)}")
+            outputs = dict(zip(self.returns, result, strict=True))
+        if self.layout == "blhd":
+            outputs["out"] = attnspec.blhd_to_bhld(outputs["out"])
+        return outputs

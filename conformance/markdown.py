@@ -1,0 +1,146 @@
+"""A report as GitHub-flavoured Markdown, sized for a CI job summary
+(``cat summary.md >> $GITHUB_STEP_SUMMARY``)."""
+
+from __future__ import annotations
+
+import html
+
+from . import views
+from .report import Report
+from .results import Outcome
+from .rules import RULES
+
+__all__ = ["SYMBOLS", "to_markdown"]
+
+SYMBOLS: dict[Outcome, str] = {
+    Outcome.PASS: "✅",
+    Outcome.FAIL: "❌", Outcome.ERROR: "❌", Outcome.CRASH: "❌", Outcome.TIMEOUT: "❌",
+    Outcome.NOT_APPLICABLE: "➖",
+    Outcome.XFAIL: "⚠️", Outcome.XPASS: "⚠️",
+}
+
+# GitHub rejects a step summary over 1 MiB; long failure lists are cut well before that.
+MAX_FAILURES = 100
+MAX_MESSAGE = 300
+
+
+def _cell(text: object, limit: int | None = None) -> str:
+    """Text safe inside a table cell: one line, no pipe, no raw HTML."""
+    text = " ".join(str(text).split())
+    if limit is not None and len(text) > limit:
+        text = text[:limit - 1] + "…"
+    return html.escape(text, quote=False).replace("|", "\\|")
+
+
+def _code(text: object, table: bool = True) -> str:
+    """Text as a code span in a table cell (HTML is inert there); plain escaped text when it
+    holds a backtick that would end the span."""
+    text = " ".join(str(text).split())
+    if "`" in text or not text:
+        return _cell(text)
+    return "`" + (text.replace("|", "\\|") if table else text) + "`"
+
+
+def _table(header: list[str], rows: list[list[str]], align: str = "---") -> list[str]:
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join(["---"] + [align] * (len(header) - 1)) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def to_markdown(report: Report) -> str:
+    """The report as Markdown: verdict, counts, the rule matrix, failures, fingerprints.
+
+    Parameters
+    ----------
+    report : Report
+        A finished (or merged, or loaded) conformance report.
+
+    Returns
+    -------
+    str
+        Markdown for a GitHub job summary; every string from the report is escaped, so a
+        message holding ``|`` or HTML cannot break the tables.
+    """
+    names = views.implementations(report)
+    info = {i.name: i for i in report.implementations}
+    counts = report.counts()
+    lines = [f"## attnspec conformance: {'❌' if report.exit_code else '✅'} "
+             f"{_cell(views.verdict(report))}", ""]
+
+    # -- counts per implementation --------------------------------------------------------
+    header = ["implementation", "backend", "device"] + [label for _, label in views.OUTCOMES]
+    rows = []
+    for name in names:
+        c = counts.get(name, {})
+        i = info.get(name)
+        row = [_code(name), _cell(i.backend if i else ""), _cell(i.device if i else "")]
+        if i is not None and i.unavailable:
+            row += [f"unavailable: {_cell(i.unavailable, 120)}"] + [""] * (len(views.OUTCOMES) - 1)
+        else:
+            row += [str(c.get(outcome.value, 0)) for outcome, _ in views.OUTCOMES]
+        rows.append(row)
+    lines += ["### Outcomes", "", *_table(header, rows, ":---:"), ""]
+
+    # -- rule matrix: rules down, implementations across (there are few implementations and
+    # many rules, so this orientation keeps the table narrow) ------------------------------
+    worst = report.by_rule()
+    rule_ids = views.rules(report)
+    if rule_ids:
+        tested = views.implementations(report, tested=True)
+        header = ["rule"] + [_code(n) for n in tested]
+        rows = []
+        for rule in rule_ids:
+            title = RULES.get(rule, "")
+            label = f"**{_cell(rule)}** {_cell(title)}" if title else f"**{_cell(rule)}**"
+            cells = []
+            for name in tested:
+                outcome = worst.get(name, {}).get(rule)
+                cells.append("" if outcome is None else SYMBOLS[outcome])
+            rows.append([label, *cells])
+        lines += ["### Rules", "",
+                  "✅ pass · ❌ fail, error, timeout or crash · ➖ not applicable · "
+                  "⚠️ xfail or xpass (worst outcome over the rule's cases)", ""]
+        lines += [*_table(header, rows, ":---:"), ""]
+
+    # -- failures ---------------------------------------------------------------------------
+    failed = views.failures(report)
+    if failed:
+        lines += [f"### Failures ({len(failed)})", ""]
+        rows = [[_code(r.case_id), _code(r.implementation), _cell(r.outcome.value),
+                 _cell(r.message, MAX_MESSAGE), views.fmt(r.max_error), views.fmt(r.tolerance),
+                 views.fmt(r.ratio)]
+                for r in failed[:MAX_FAILURES]]
+        lines += _table(["case", "implementation", "outcome", "message", "error", "tolerance",
+                         "ratio"], rows)
+        if len(failed) > MAX_FAILURES:
+            lines += ["", f"... and {len(failed) - MAX_FAILURES} more (see the JSON report)"]
+        lines.append("")
+
+    # -- fingerprints -----------------------------------------------------------------------
+    keys = views.fingerprint_keys(report)
+    if keys:
+        rows = [[_code(i.name)] + [_cell(i.fingerprint.get(k, "")) for k in keys]
+                for i in report.implementations if i.fingerprint]
+        lines += ["### Behaviour fingerprint", ""]
+        lines += [*_table(["implementation", *(_cell(k) for k in keys)], rows), ""]
+
+    if report.stale_xfails:
+        lines += ["### Stale xfail entries", "",
+                  "These entries matched no case; remove them from the xfail file.", ""]
+        lines += [f"- {_code(entry, table=False)}" for entry in report.stale_xfails] + [""]
+
+    env = report.environment
+    libraries = ", ".join(f"{_cell(k)} {_cell(v)}"
+                          for k, v in sorted(env.get("libraries", {}).items()))
+    parts = [f"attnspec {_cell(report.attnspec_version)}"]
+    if env.get("python"):
+        parts.append(f"Python {_cell(env['python'])}")
+    if env.get("platform"):
+        parts.append(_cell(env["platform"]))
+    if libraries:
+        parts.append(libraries)
+    if report.created:
+        parts.append(_cell(report.created))
+    lines += ["<sub>" + " · ".join(parts) + "</sub>", ""]
+    return "\n".join(lines)

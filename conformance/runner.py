@@ -1,0 +1,685 @@
+"""Running cases against one implementation, in a worker process of its own.
+
+Each implementation gets one worker process (``multiprocessing``'s spawn context: a fresh
+interpreter, so a framework's threads or CUDA state are never forked). The worker re-creates
+the adapter from a picklable :class:`AdapterSpec` (a built-in name or ``module:callable``
+passed to ``adapters.resolve``, or a pickled :class:`Adapter`), reports what it is and which
+cases it cannot run, then answers one request at a time: run a case, fingerprint, report
+library versions.
+
+The parent makes every case's inputs and golden/naive references once (:class:`CaseCache`,
+shared by all implementations), sends ``(case, inputs)``, and waits at most ``timeout``
+seconds. A worker that does not answer in time is killed (outcome ``timeout``); one that dies
+(segfault, ``abort()``, ``os._exit``) gives ``crash``. Either way the next case starts a fresh
+worker, so one bad case never ends the run.
+
+``isolate=False`` (:class:`InProcessWorker`) runs the adapter in the calling process: faster
+to start and easy to debug, but nothing is isolated -- a crash takes the whole process down
+and a hang is never timed out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import multiprocessing
+import pickle
+import signal
+import sys
+import time
+import traceback
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .cases import Case, make_inputs
+from .results import CaseResult, ImplementationInfo, Outcome
+
+__all__ = [
+    "STARTUP_TIMEOUT",
+    "AdapterSpec",
+    "CaseCache",
+    "InProcessWorker",
+    "Prepared",
+    "RaisedError",
+    "Reply",
+    "WorkerProcess",
+    "judge",
+    "run_implementation",
+]
+
+#: Seconds a worker may take to start (import its framework, create the adapter, decide
+#: which cases apply) -- at least this, or the case timeout when that is longer.
+STARTUP_TIMEOUT = 120.0
+#: The fingerprint runs a handful of probe cases: it gets this many case timeouts, within
+#: the bounds below.
+FINGERPRINT_TIMEOUTS = 4
+FINGERPRINT_BOUNDS = (30.0, 600.0)
+#: Lines of an exception's traceback kept in :class:`RaisedError`.
+TRACEBACK_LINES = 12
+#: NumPy dtype kinds an output may have (bool, ints, floats, complex; grade() checks the
+#: exact dtype).
+_NUMERIC_KINDS = "biufc"
+
+
+# -- what crosses the pipe ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RaisedError:
+    """A picklable summary of an exception raised in a worker (or in-process).
+
+    Attributes
+    ----------
+    type_name : str
+        The exception's class name (``ValueError``).
+    message : str
+        ``str(exc)``.
+    mro : tuple of str
+        Class names of the exception's MRO, so that ``expect="ValueError"`` accepts a
+        framework's subclass of ``ValueError`` without importing the framework.
+    traceback : str
+        The last lines of the formatted traceback.
+    """
+
+    type_name: str
+    message: str
+    mro: tuple[str, ...] = ()
+    traceback: str = ""
+
+    @classmethod
+    def from_exception(cls, exc: BaseException) -> RaisedError:
+        lines = traceback.format_exception(type(exc), exc, exc.__traceback__)
+        tail = "".join(lines).splitlines()[-TRACEBACK_LINES:]
+        return cls(type(exc).__name__, _safe_str(exc),
+                   tuple(k.__name__ for k in type(exc).__mro__), "\n".join(tail))
+
+    def is_a(self, class_name: str) -> bool:
+        """Whether the exception is ``class_name`` or a subclass of it (by name)."""
+        return class_name in self.mro or class_name == self.type_name
+
+    def __str__(self) -> str:
+        return f"{self.type_name}: {self.message}" if self.message else self.type_name
+
+
+def _safe_str(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:  # a broken __str__ must not take the worker down
+        return f"<{type(exc).__name__} whose str() failed>"
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What a request to a worker came back as.
+
+    ``kind`` is ``"ok"`` (``value`` holds the answer), ``"raised"`` (``error``), ``"bad"``
+    (the outputs were not arrays; ``message``), ``"timeout"`` or ``"crash"`` (``message``).
+    """
+
+    kind: str
+    value: Any = None
+    error: RaisedError | None = None
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class AdapterSpec:
+    """How a worker process re-creates an adapter.
+
+    Either ``target`` (a built-in name or ``"module:callable"``, resolved with ``backend``,
+    ``device`` and ``capabilities`` by ``attnspec.conformance.adapters.resolve``) or
+    ``pickled`` (a pickled :class:`Adapter` instance).
+    """
+
+    target: str | None = None
+    backend: str = "numpy"
+    device: str | None = None
+    capabilities: Any = None
+    pickled: bytes | None = None
+
+    def create(self) -> Any:
+        if self.pickled is not None:
+            return pickle.loads(self.pickled)
+        return resolve_target(self.target, backend=self.backend, device=self.device,
+                              capabilities=self.capabilities)
+
+
+def resolve_target(target: str, *, backend: str = "numpy", device: str | None = None,
+                   capabilities: Any = None) -> Any:
+    """An adapter from a built-in name or ``"module:callable"``."""
+    from .adapters import resolve
+
+    return resolve(target, backend=backend, device=device, capabilities=capabilities)
+
+
+# -- what runs in the worker (and in-process) -----------------------------------------------
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """No floating-point warnings: overflow and invalid values are what cases are about."""
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        yield
+
+
+def describe(adapter: Any, cases: Sequence[Case] | None) -> dict[str, Any]:
+    """What the parent needs to know about an adapter: its info, why it cannot run here
+    (``unavailable``), and per case ``None`` (run it), a not-applicable reason (str), or
+    the :class:`RaisedError` that ``not_applicable`` raised."""
+    unavailable = adapter.unavailable()
+    try:
+        versions = dict(adapter.versions()) if unavailable is None else {}
+    except Exception as exc:  # versions are informative; never fail the run over them
+        versions = {"error": str(RaisedError.from_exception(exc))}
+    info = {
+        "name": str(adapter.name), "backend": str(adapter.backend_name),
+        "device": device_name(adapter) if unavailable is None else "",
+        "description": str(adapter.description), "versions": versions,
+        "features": sorted(adapter.features),
+    }
+    plan: dict[str, Any] = {}
+    if unavailable is None:
+        for case in cases or ():
+            try:
+                plan[case.id] = adapter.not_applicable(case)
+            except Exception as exc:
+                plan[case.id] = RaisedError.from_exception(exc)
+    return {"info": info, "unavailable": unavailable, "plan": plan}
+
+
+def device_name(adapter: Any) -> str:
+    """The adapter's device as a string: its own ``device`` attribute, else its backend's."""
+    device = getattr(adapter, "device", None)
+    if device is None:
+        try:
+            device = adapter.backend.device
+        except Exception:
+            return ""
+    return str(device)
+
+
+def execute(adapter: Any, case: Case, inputs: dict[str, Any]) -> Reply:
+    """Run one case; exceptions propagate to the caller."""
+    with quiet():
+        output = adapter.run(case, inputs)
+    problem = _output_problem(output)
+    if problem:
+        return Reply("bad", message=problem)
+    return Reply("ok", value=output)
+
+
+def _output_problem(output: Any) -> str | None:
+    """Why ``output`` is not an :class:`AdapterOutput` of numeric arrays (``None`` if it is)."""
+    outputs = getattr(output, "outputs", None)
+    if not isinstance(outputs, dict) or not isinstance(getattr(output, "dtypes", None), dict):
+        return f"the adapter returned {type(output).__name__}, expected an AdapterOutput"
+    for name, value in outputs.items():
+        if not isinstance(value, np.ndarray) or value.dtype.kind not in _NUMERIC_KINDS:
+            kind = (f"dtype {value.dtype}" if isinstance(value, np.ndarray)
+                    else type(value).__name__)
+            return f"output {name!r} is not an array of numbers (got {kind})"
+    return None
+
+
+class _ProbeCall:
+    """The ``call(case, inputs)`` the fingerprint probes through: ``adapter.run`` with
+    warnings silenced. ``adapter`` is exposed for ``not_applicable``."""
+
+    def __init__(self, adapter: Any) -> None:
+        self.adapter = adapter
+
+    def __call__(self, case: Case, inputs: dict[str, Any]) -> Any:
+        with quiet():
+            return self.adapter.run(case, inputs)
+
+
+def take_fingerprint(adapter: Any) -> dict[str, Any]:
+    """``fingerprint(call, adapter)`` from ``attnspec.conformance.fingerprint``; ``{}`` when
+    that module does not exist, ``{"error": ...}`` when it fails."""
+    try:
+        from .fingerprint import fingerprint
+    except ModuleNotFoundError as exc:
+        if exc.name == f"{__package__}.fingerprint":
+            return {}  # a build of attnspec without the fingerprint module
+        return {"error": str(RaisedError.from_exception(exc))}
+    try:
+        result = fingerprint(_ProbeCall(adapter), adapter)
+        # Only JSON goes into a report: anything else is written as its str().
+        return json.loads(json.dumps(dict(result), default=str, allow_nan=False))
+    except Exception as exc:
+        return {"error": str(RaisedError.from_exception(exc))}
+
+
+def libraries() -> dict[str, str]:
+    """Versions of the array libraries this process has imported."""
+    from .report import environment
+
+    return environment()["libraries"]
+
+
+def handle(adapter: Any, request: tuple) -> Reply:
+    """Answer one request (``("run", case, inputs)``, ``("fingerprint",)``,
+    ``("libraries",)``); exceptions become ``Reply("raised")``."""
+    try:
+        kind = request[0]
+        if kind == "run":
+            return execute(adapter, request[1], request[2])
+        if kind == "fingerprint":
+            return Reply("ok", value=take_fingerprint(adapter))
+        if kind == "libraries":
+            return Reply("ok", value=libraries())
+        raise ValueError(f"unknown request {kind!r}")
+    except (Exception, SystemExit) as exc:  # SystemExit: an implementation calling exit()
+        return Reply("raised", error=RaisedError.from_exception(exc))
+
+
+def _worker_main(conn: Any, spec: AdapterSpec, cases: list[Case] | None,
+                 sys_path: list[str]) -> None:
+    """The worker process: create the adapter, describe it, then answer requests."""
+    # Ctrl-C reaches the whole process group; the parent decides, and kills us.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # "module:callable" targets import from wherever the parent could (tests/, the cwd).
+    sys.path[:] = [*sys_path, *(p for p in sys.path if p not in sys_path)]
+    np.seterr(all="ignore")
+    try:
+        adapter = spec.create()
+    except BaseException as exc:
+        kind = "unpickle-failed" if spec.pickled is not None else "failed"
+        conn.send((kind, RaisedError.from_exception(exc)))
+        return
+    try:
+        payload = describe(adapter, cases)
+    except BaseException as exc:
+        conn.send(("failed", RaisedError.from_exception(exc)))
+        return
+    conn.send(("ready", payload))
+    while True:
+        try:
+            request = conn.recv()
+        except (EOFError, OSError):
+            return  # the parent went away
+        if request[0] == "stop":
+            return
+        reply = handle(adapter, request)
+        try:
+            conn.send(reply)
+        except Exception as exc:  # an unpicklable output: report it, keep the pipe usable
+            conn.send(Reply("bad", message=f"the output could not be sent back from the "
+                                           f"worker: {RaisedError.from_exception(exc)}"))
+
+
+# -- parent side ----------------------------------------------------------------------------
+
+
+class WorkerStartError(RuntimeError):
+    """A worker could not start; ``outcome`` says how (error, crash, timeout)."""
+
+    def __init__(self, message: str, outcome: Outcome, *, unpickle: bool = False) -> None:
+        super().__init__(message)
+        self.outcome = outcome
+        self.unpickle = unpickle
+
+
+def _death(process: Any) -> str:
+    """``exit code 3`` / ``signal SIGSEGV`` for a process that has ended."""
+    process.join(5)
+    code = process.exitcode
+    if code is None:
+        return "the pipe closed but the process is still running"
+    if code < 0:
+        try:
+            return f"killed by signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+class WorkerProcess:
+    """A worker process for one implementation, restarted on demand.
+
+    Parameters
+    ----------
+    spec : AdapterSpec
+        How the worker creates the adapter.
+    startup_timeout : float
+        Seconds to wait for a (re)started worker to report ready.
+    """
+
+    def __init__(self, spec: AdapterSpec, *, startup_timeout: float = STARTUP_TIMEOUT) -> None:
+        self.spec = spec
+        self.startup_timeout = startup_timeout
+        self._context = multiprocessing.get_context("spawn")
+        self._process: Any = None
+        self._conn: Any = None
+
+    @property
+    def alive(self) -> bool:
+        return self._process is not None and self._process.is_alive()
+
+    def start(self, cases: list[Case] | None = None) -> dict[str, Any]:
+        """Start the worker; returns :func:`describe`'s payload (``cases`` planned).
+
+        Raises
+        ------
+        WorkerStartError
+            When the worker fails, dies or hangs while starting.
+        """
+        self.close()
+        parent, child = self._context.Pipe()
+        process = self._context.Process(
+            target=_worker_main, args=(child, self.spec, cases, list(sys.path)),
+            # Not a daemon: an implementation may start processes of its own. The worker
+            # ends on "stop", on kill(), or when the pipe closes because this process died.
+            name=f"attnspec-worker[{self.spec.target or 'adapter'}]", daemon=False,
+        )
+        process.start()
+        child.close()  # so that the worker's death reads as EOF here
+        self._process, self._conn = process, parent
+        try:
+            ready = parent.poll(self.startup_timeout)
+            message = parent.recv() if ready else None
+        except (EOFError, OSError):
+            self.kill()
+            raise WorkerStartError(
+                f"the worker died while starting ({_death(process)}); if the calling script "
+                "has no 'if __name__ == \"__main__\":' guard, add one (the worker imports "
+                "it)", Outcome.CRASH) from None
+        if message is None:
+            self.kill()
+            raise WorkerStartError(f"the worker did not start within {self.startup_timeout:g} s",
+                                   Outcome.TIMEOUT)
+        kind, value = message
+        if kind != "ready":
+            self.kill()
+            raise WorkerStartError(f"the worker could not create the adapter: {value}",
+                                   Outcome.ERROR, unpickle=kind == "unpickle-failed")
+        return value
+
+    def request(self, request: tuple, timeout: float) -> Reply:
+        """Send ``request`` and wait up to ``timeout`` seconds; a dead or hung worker gives
+        ``Reply("crash")`` / ``Reply("timeout")`` and is gone afterwards."""
+        process, conn = self._process, self._conn
+        if conn is None:
+            return Reply("crash", message="the worker is not running")
+        try:
+            conn.send(request)
+            ready = conn.poll(timeout)
+            reply = conn.recv() if ready else None
+        except (EOFError, OSError):
+            self._process = self._conn = None
+            conn.close()
+            return Reply("crash", message=f"the worker died ({_death(process)})")
+        except Exception as exc:  # a reply this process cannot unpickle; the worker is fine
+            return Reply("bad", message=f"the worker's reply could not be read here: "
+                                        f"{RaisedError.from_exception(exc)}")
+        if reply is None:
+            self.kill()
+            return Reply("timeout", message=f"no result within {timeout:g} s; the worker "
+                                            "was killed")
+        return reply
+
+    def kill(self) -> None:
+        """End the worker now (SIGKILL: a hung implementation ignores anything gentler)."""
+        process, conn = self._process, self._conn
+        self._process = self._conn = None
+        if conn is not None:
+            conn.close()
+        if process is not None:
+            if process.is_alive():
+                process.kill()
+            process.join(5)
+
+    def close(self) -> None:
+        """Ask the worker to stop, and kill it if it does not."""
+        if self._conn is not None and self.alive:
+            with contextlib.suppress(OSError, ValueError):
+                self._conn.send(("stop",))
+            self._process.join(5)
+        self.kill()
+
+
+class InProcessWorker:
+    """The same interface, run in this process: no isolation, no timeouts."""
+
+    def __init__(self, adapter: Any) -> None:
+        self.adapter = adapter
+
+    alive = True
+
+    def start(self, cases: list[Case] | None = None) -> dict[str, Any]:
+        try:
+            with quiet():
+                return describe(self.adapter, cases)
+        except Exception as exc:
+            raise WorkerStartError(f"the adapter could not describe itself: "
+                                   f"{RaisedError.from_exception(exc)}", Outcome.ERROR) from exc
+
+    def request(self, request: tuple, timeout: float) -> Reply:
+        return handle(self.adapter, request)
+
+    def kill(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+# -- cases, references, judging -------------------------------------------------------------
+
+
+@dataclass
+class Prepared:
+    """A case's inputs and references (``error`` set when attnspec itself failed)."""
+
+    inputs: dict[str, Any] | None = None
+    golden: dict[str, np.ndarray] | None = None
+    naive: dict[str, np.ndarray] | None = None
+    error: str | None = None
+
+
+@dataclass
+class CaseCache:
+    """Inputs, golden and naive references per case, made once for all implementations."""
+
+    _items: dict[str, Prepared] = field(default_factory=dict)
+
+    def get(self, case: Case) -> Prepared:
+        prepared = self._items.get(case.id)
+        if prepared is None:
+            prepared = self._items[case.id] = prepare(case)
+        return prepared
+
+
+def prepare(case: Case) -> Prepared:
+    """Make a case's inputs and (for value cases) its golden and naive references."""
+    from .golden import GoldenMismatchError, golden, naive
+
+    try:
+        with quiet():
+            inputs = make_inputs(case)
+    except Exception as exc:
+        return Prepared(error=f"internal error of attnspec: making the inputs failed: "
+                              f"{RaisedError.from_exception(exc)}")
+    if case.expect != "value":
+        return Prepared(inputs=inputs)
+    try:
+        with quiet():
+            return Prepared(inputs, golden(case, inputs), naive(case, inputs))
+    except GoldenMismatchError as exc:
+        return Prepared(error=f"internal error of attnspec (the golden reference disagrees "
+                              f"with its closed form): GoldenMismatchError: {exc}")
+    except Exception as exc:
+        return Prepared(error=f"internal error of attnspec: the golden reference failed: "
+                              f"{RaisedError.from_exception(exc)}")
+
+
+@dataclass
+class Verdict:
+    outcome: Outcome
+    message: str = ""
+    max_error: float | None = None
+    tolerance: float | None = None
+    ratio: float | None = None
+
+
+def judge(case: Case, reply: Reply, prepared: Prepared) -> Verdict:
+    """The outcome of one case from the worker's reply."""
+    if reply.kind == "timeout":
+        return Verdict(Outcome.TIMEOUT, reply.message)
+    if reply.kind == "crash":
+        return Verdict(Outcome.CRASH, reply.message)
+    if case.expect != "value":
+        if reply.kind == "raised":
+            if reply.error.is_a(case.expect):
+                return Verdict(Outcome.PASS, f"raised {reply.error}")
+            return Verdict(Outcome.FAIL, f"expected {case.expect}, got {reply.error}")
+        if reply.kind == "bad":
+            return Verdict(Outcome.FAIL, f"expected {case.expect}, got no exception and an "
+                                         f"invalid output: {reply.message}")
+        return Verdict(Outcome.FAIL, f"expected {case.expect}, nothing was raised")
+    if reply.kind == "raised":
+        return Verdict(Outcome.ERROR, str(reply.error))
+    if reply.kind == "bad":
+        return Verdict(Outcome.ERROR, reply.message)
+    from .tolerance import grade
+
+    output = reply.value
+    try:
+        with quiet():
+            g = grade(case, output.outputs, output.dtypes, prepared.golden, prepared.naive)
+    except Exception as exc:
+        return Verdict(Outcome.ERROR, f"internal error of attnspec while grading: "
+                                      f"{RaisedError.from_exception(exc)}")
+    return Verdict(Outcome.PASS if g.passed else Outcome.FAIL, g.message,
+                   _finite(g.max_error), _finite(g.tolerance), _finite(g.ratio))
+
+
+def _finite(x: float | None) -> float | None:
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+# -- one implementation, every case ---------------------------------------------------------
+
+
+@dataclass
+class ImplementationRun:
+    """What :func:`run_implementation` produced."""
+
+    info: ImplementationInfo
+    results: list[CaseResult]
+    libraries: dict[str, str]
+    note: str = ""
+
+
+def run_implementation(
+    worker: Any,
+    known: ImplementationInfo,
+    cases: list[Case],
+    cache: CaseCache,
+    *,
+    timeout: float,
+    fingerprint: bool,
+    emit: Callable[[CaseResult], None],
+    skip: Callable[[int], None] = lambda n: None,
+) -> ImplementationRun:
+    """Run ``cases`` through ``worker`` (a :class:`WorkerProcess` or
+    :class:`InProcessWorker`), calling ``emit`` with each result as it is known.
+
+    ``known`` is what the parent knows about the implementation (its name, which results
+    carry, and its backend); the worker fills in the rest.
+
+    ``skip(n)`` is called when the implementation turns out unavailable (its ``n`` cases
+    will not be emitted). :class:`WorkerStartError` with ``unpickle=True`` propagates (the
+    caller may fall back to running in-process); every other failure becomes outcomes.
+    """
+    info = known
+    results: list[CaseResult] = []
+
+    def record(case: Case, verdict: Verdict, seconds: float = 0.0) -> None:
+        result = CaseResult(
+            case_id=case.id, rules=list(case.rules), implementation=info.name,
+            backend=info.backend, device=info.device, dtype=case.dtype, op=case.op,
+            params=dict(case.params), outcome=verdict.outcome, seed=case.seed,
+            max_error=verdict.max_error, tolerance=verdict.tolerance, ratio=verdict.ratio,
+            message=verdict.message, seconds=round(seconds, 6),
+        )
+        results.append(result)
+        emit(result)
+
+    try:
+        try:
+            payload = worker.start(cases)
+        except WorkerStartError as exc:
+            if exc.unpickle:
+                raise
+            # Nothing is known about the adapter: every case carries the start-up failure.
+            for case in cases:
+                record(case, Verdict(exc.outcome, f"worker start-up failed: {exc}"))
+            return ImplementationRun(info, results, {})
+        info = ImplementationInfo(**{**payload["info"], "name": known.name},
+                                  unavailable=payload["unavailable"])
+        if info.unavailable is not None:
+            skip(len(cases))
+            return ImplementationRun(info, results, {})
+        plan = payload["plan"]
+        broken: WorkerStartError | None = None
+        for case in cases:
+            reason = plan.get(case.id)
+            if isinstance(reason, RaisedError):
+                record(case, Verdict(Outcome.ERROR, f"not_applicable() raised {reason}"))
+                continue
+            if reason is not None:
+                record(case, Verdict(Outcome.NOT_APPLICABLE, str(reason)))
+                continue
+            prepared = cache.get(case)
+            if prepared.error is not None:
+                record(case, Verdict(Outcome.ERROR, prepared.error))
+                continue
+            if broken is None and not worker.alive:
+                try:
+                    worker.start()
+                except WorkerStartError as exc:
+                    broken = exc  # restarting failed once: do not retry for every case
+            if broken is not None:
+                record(case, Verdict(broken.outcome, f"worker restart failed: {broken}"))
+                continue
+            start = time.perf_counter()
+            reply = worker.request(("run", case, prepared.inputs), timeout)
+            record(case, judge(case, reply, prepared), time.perf_counter() - start)
+        if fingerprint:
+            info.fingerprint = _fingerprint(worker, timeout)
+        return ImplementationRun(info, results, _libraries(worker))
+    except BaseException:
+        worker.kill()  # Ctrl-C or a failing progress callback: do not wait for the case
+        raise
+    finally:
+        worker.close()
+
+
+def _fingerprint(worker: Any, timeout: float) -> dict[str, Any]:
+    """The fingerprint, time-limited; a failure is recorded, never raised."""
+    try:
+        if not worker.alive:
+            worker.start()
+    except WorkerStartError as exc:
+        return {"error": f"worker start-up failed: {exc}"}
+    low, high = FINGERPRINT_BOUNDS
+    limit = min(max(FINGERPRINT_TIMEOUTS * timeout, low), high)
+    reply = worker.request(("fingerprint",), limit)
+    if reply.kind == "ok":
+        return reply.value
+    detail = reply.error if reply.kind == "raised" else reply.message
+    return {"error": f"fingerprint {reply.kind}: {detail}"}
+
+
+def _libraries(worker: Any) -> dict[str, str]:
+    if not worker.alive:
+        return {}
+    reply = worker.request(("libraries",), 30.0)
+    return reply.value if reply.kind == "ok" else {}

@@ -1,0 +1,249 @@
+"""A report in the terminal: a progress bar while the suite runs, then the rule matrix and
+a summary. Standard library only; colour is the caller's choice (``color=``), never guessed
+here, so piped output and ``NO_COLOR`` stay plain."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections import Counter
+from typing import TextIO
+
+from . import views
+from .report import Report
+from .results import CaseResult, Outcome
+
+__all__ = ["SYMBOLS", "Progress", "matrix", "summary"]
+
+#: One character per outcome, so that a matrix column is one character wide.
+SYMBOLS: dict[Outcome, str] = {
+    Outcome.PASS: "✓", Outcome.FAIL: "✗", Outcome.ERROR: "E", Outcome.TIMEOUT: "T",
+    Outcome.CRASH: "C", Outcome.NOT_APPLICABLE: "-", Outcome.XFAIL: "x", Outcome.XPASS: "X",
+}
+ASCII_SYMBOLS: dict[Outcome, str] = {**SYMBOLS, Outcome.PASS: "o", Outcome.FAIL: "F"}
+
+_GREEN, _RED, _YELLOW, _DIM, _BOLD, _RESET = (
+    "\x1b[32m", "\x1b[31m", "\x1b[33m", "\x1b[2m", "\x1b[1m", "\x1b[0m")
+_COLOURS = {
+    Outcome.PASS: _GREEN, Outcome.FAIL: _RED, Outcome.ERROR: _RED, Outcome.TIMEOUT: _RED,
+    Outcome.CRASH: _RED, Outcome.NOT_APPLICABLE: _DIM, Outcome.XFAIL: _YELLOW,
+    Outcome.XPASS: _YELLOW,
+}
+
+
+def _paint(text: str, code: str, color: bool) -> str:
+    return f"{code}{text}{_RESET}" if color else text
+
+
+class Progress:
+    """Progress of a run: one rewritten line on a terminal, a line every ~10% otherwise.
+
+    Parameters
+    ----------
+    total : int
+        The number of (implementation, case) results to expect.
+    stream : file-like, optional
+        Where to write (default ``sys.stderr``); a bar is drawn when ``stream.isatty()``.
+
+    Notes
+    -----
+    Feed it with :meth:`update` (one call per result) or pass the object itself as the
+    runner's ``progress=`` callable (``progress(done, total, result)``). Call :meth:`close`
+    at the end; it is also a context manager.
+    """
+
+    def __init__(self, total: int, stream: TextIO | None = None) -> None:
+        if not isinstance(total, int) or isinstance(total, bool) or total < 0:
+            raise ValueError(f"total must be a non-negative int, got {total!r}")
+        self.total = total
+        self.stream = sys.stderr if stream is None else stream
+        self.done = 0
+        self.counts: Counter = Counter()
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self._last_decile = 0
+        self._width = 0  # length of the last bar drawn, to blank out leftovers
+        self._closed = False
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __call__(self, done: int, total: int, result: CaseResult) -> None:
+        """The runner's ``progress`` callback signature."""
+        self.total = max(self.total, total)
+        self.update(result, done=done)
+
+    def update(self, result: CaseResult, done: int | None = None) -> None:
+        """Count one finished result (``done``: the runner's own count, when it has one)."""
+        self.done = self.done + 1 if done is None else done
+        self.counts[result.outcome] += 1
+        if self.tty:
+            self._draw(result.case_id)
+        else:
+            decile = self.done * 10 // self.total if self.total else 10
+            if decile > self._last_decile:
+                self._last_decile = decile
+                self.stream.write(self._status() + "\n")
+                self.stream.flush()
+
+    def close(self) -> None:
+        """Finish the bar (or print the last line when piped); safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.tty:
+            self._draw("")
+            self.stream.write("\n")
+        elif self._last_decile < 10:
+            self.stream.write(self._status() + "\n")
+        self.stream.flush()
+
+    def _status(self) -> str:
+        parts = [f"{self.done}/{self.total}"]
+        for outcome, label in views.OUTCOMES:
+            if self.counts[outcome]:
+                parts.append(f"{label} {self.counts[outcome]}")
+        return " ".join(parts)
+
+    def _draw(self, case_id: str) -> None:
+        columns = shutil.get_terminal_size((100, 24)).columns
+        fraction = min(self.done / self.total, 1.0) if self.total else 1.0
+        bar_w = 24
+        filled = int(fraction * bar_w)
+        line = f"[{'#' * filled}{'.' * (bar_w - filled)}] {self._status()}"
+        if case_id:
+            line += f"  {case_id}"
+        # One character short of the width: writing the last column wraps some terminals.
+        line = line[:max(columns - 1, 10)]
+        pad = " " * max(self._width - len(line), 0)
+        self._width = len(line)
+        self.stream.write("\r" + line + pad)
+        self.stream.flush()
+
+
+def matrix(report: Report, color: bool, *, unicode: bool = True, width: int | None = None,
+           ) -> str:
+    """The rule matrix: rules down, implementations across, one symbol per cell.
+
+    Parameters
+    ----------
+    report : Report
+    color : bool
+        Whether to add ANSI colours (the caller decides: a TTY, no ``NO_COLOR``).
+    unicode : bool, optional
+        ``False`` swaps ✓ and ✗ for ``o`` and ``F`` for consoles without them.
+    width : int, optional
+        The width to fit (default: the terminal's). When the implementation names do not fit
+        as column headers, the columns are numbered and a legend follows.
+
+    Returns
+    -------
+    str
+        The matrix with a legend line; each cell is the worst outcome over the rule's cases.
+    """
+    names = views.implementations(report, tested=True)
+    rule_ids = views.rules(report)
+    if not rule_ids:
+        return "no results"
+    symbols = SYMBOLS if unicode else ASCII_SYMBOLS
+    worst = report.by_rule()
+    if width is None:
+        width = shutil.get_terminal_size((100, 24)).columns
+    label_w = max(len(r) for r in rule_ids)
+    headers = list(names)
+    numbered = label_w + sum(len(n) + 2 for n in names) > width
+    if numbered:
+        headers = [str(i + 1) for i in range(len(names))]
+    col_w = [max(len(h), 1) for h in headers]
+
+    head = "".join("  " + h.center(w) for h, w in zip(headers, col_w, strict=True))
+    lines = [" " * label_w + head]
+    for rule in rule_ids:
+        cells = []
+        for name, w in zip(names, col_w, strict=True):
+            outcome = worst.get(name, {}).get(rule)
+            if outcome is None:
+                cells.append("  " + " " * w)
+                continue
+            symbol = symbols[outcome].center(w)
+            cells.append("  " + _paint(symbol, _COLOURS[outcome], color))
+        lines.append(rule.ljust(label_w) + "".join(cells))
+    if numbered:
+        lines.append("")
+        lines += [f"  {i + 1}: {name}" for i, name in enumerate(names)]
+    legend = ", ".join(f"{symbols[o]} {label}" for o, label in views.OUTCOMES)
+    lines += ["", f"({legend}; worst outcome over the rule's cases)"]
+    return "\n".join(lines)
+
+
+def summary(report: Report, *, max_failures: int = 20, color: bool = False) -> str:
+    """Counts per implementation, the failures (the first ``max_failures``), stale xfail
+    entries and the behaviour fingerprints, ending with the verdict.
+
+    Parameters
+    ----------
+    report : Report
+    max_failures : int, optional
+        How many failures to list before "... and N more".
+    color : bool, optional
+        Whether to colour the verdict and outcome names.
+    """
+    if max_failures < 0:
+        raise ValueError(f"max_failures must be >= 0, got {max_failures!r}")
+    names = views.implementations(report)
+    info = {i.name: i for i in report.implementations}
+    counts = report.counts()
+    name_w = max((len(n) for n in names), default=14)
+    lines = []
+
+    header = "implementation".ljust(name_w) + "".join(
+        f"  {label:>7}" for _, label in views.OUTCOMES)
+    lines.append(header)
+    for name in names:
+        i = info.get(name)
+        if i is not None and i.unavailable:
+            lines.append(f"{name.ljust(name_w)}  unavailable: {i.unavailable}")
+            continue
+        c = counts.get(name, Counter())
+        row = name.ljust(name_w)
+        for outcome, _ in views.OUTCOMES:
+            n = c.get(outcome.value, 0)
+            cell = f"  {n:>7}"
+            if n and color and outcome is not Outcome.PASS:
+                cell = _paint(cell, _COLOURS[outcome], color)
+            row += cell
+        lines.append(row)
+
+    failed = views.failures(report)
+    if failed:
+        lines += ["", f"Failures ({len(failed)}):"]
+        for r in failed[:max_failures]:
+            outcome = _paint(r.outcome.value, _COLOURS[r.outcome], color)
+            numbers = ""
+            if r.max_error is not None or r.ratio is not None:
+                numbers = (f" [error {views.fmt(r.max_error)} / tolerance "
+                           f"{views.fmt(r.tolerance)}, ratio {views.fmt(r.ratio)}]")
+            message = " ".join(r.message.split())
+            if len(message) > 200:
+                message = message[:199] + "…"
+            lines.append(f"  {outcome} {r.case_id} ({r.implementation}){numbers}"
+                         + (f": {message}" if message else ""))
+        if len(failed) > max_failures:
+            lines.append(f"  ... and {len(failed) - max_failures} more")
+
+    if report.stale_xfails:
+        lines += ["", "Stale xfail entries (matched no case):"]
+        lines += [f"  {entry}" for entry in report.stale_xfails]
+
+    prints = [i for i in report.implementations if i.fingerprint]
+    if prints:
+        lines += ["", "Behaviour fingerprint:"]
+        for i in prints:
+            pairs = ", ".join(f"{k}={v}" for k, v in i.fingerprint.items())
+            lines.append(f"  {i.name}: {pairs}")
+
+    code = _RED if report.exit_code else _GREEN
+    lines += ["", _paint(views.verdict(report), _BOLD + code, color)]
+    return "\n".join(lines)

@@ -1,0 +1,100 @@
+"""What the report renderers (``markdown``, ``html``, ``terminal``) share: the order of
+implementations and rules, per-cell outcome counts, the verdict and number formatting."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Any
+
+from .report import Report
+from .results import CaseResult, Outcome
+from .rules import RULES
+
+__all__ = ["OUTCOMES", "cell_counts", "failures", "fingerprint_keys", "fmt", "implementations",
+           "magnitude", "rules", "verdict"]
+
+#: Outcomes in the order count tables show them, with their short column labels.
+OUTCOMES: tuple[tuple[Outcome, str], ...] = (
+    (Outcome.PASS, "pass"), (Outcome.FAIL, "fail"), (Outcome.ERROR, "error"),
+    (Outcome.TIMEOUT, "timeout"), (Outcome.CRASH, "crash"), (Outcome.NOT_APPLICABLE, "n/a"),
+    (Outcome.XFAIL, "xfail"), (Outcome.XPASS, "xpass"),
+)
+
+
+def implementations(report: Report, *, tested: bool = False) -> list[str]:
+    """Implementation names: the report's implementations first, then names that only
+    appear in results (a hand-edited or partial report); ``tested=True`` keeps only those
+    with results (matrices leave out the unavailable ones)."""
+    names = [info.name for info in report.implementations]
+    for r in report.results:
+        if r.implementation not in names:
+            names.append(r.implementation)
+    if tested:
+        ran = {r.implementation for r in report.results}
+        names = [n for n in names if n in ran]
+    return names
+
+
+def rules(report: Report) -> list[str]:
+    """The rules the results touch: the spec's order first, unknown IDs after, sorted."""
+    seen = {rule for r in report.results for rule in r.rules}
+    return [rule for rule in RULES if rule in seen] + sorted(seen - set(RULES))
+
+
+def cell_counts(report: Report) -> dict[tuple[str, str], Counter]:
+    """(implementation, rule) -> outcome counts over that rule's cases."""
+    cells: dict[tuple[str, str], Counter] = {}
+    for r in report.results:
+        for rule in r.rules:
+            cells.setdefault((r.implementation, rule), Counter())[r.outcome] += 1
+    return cells
+
+
+def failures(report: Report) -> list[CaseResult]:
+    """Results that fail the run, grouped by implementation in report order."""
+    order = {name: i for i, name in enumerate(implementations(report))}
+    return sorted(report.failed, key=lambda r: order[r.implementation])
+
+
+def verdict(report: Report) -> str:
+    """One line: passed or failed, with the numbers behind it."""
+    total = len(report.results)
+    ran = sum(r.outcome is not Outcome.NOT_APPLICABLE for r in report.results)
+    bad = len(report.failed)
+    impls = len(implementations(report))
+    if bad:
+        failing = len({r.implementation for r in report.failed})
+        return (f"FAILED: {bad} of {ran} applicable cases failed "
+                f"({failing} of {impls} implementation{'s' * (impls != 1)})")
+    return (f"PASSED: {ran} applicable cases conform ({total} cases, {impls} "
+            f"implementation{'s' * (impls != 1)})")
+
+
+def fingerprint_keys(report: Report) -> list[str]:
+    """Every fingerprint key, in the order implementations first report them."""
+    keys: list[str] = []
+    for info in report.implementations:
+        keys.extend(k for k in info.fingerprint if k not in keys)
+    return keys
+
+
+def magnitude(result: CaseResult) -> float:
+    """The case's logit magnitude (``params["magnitude"]``), 1 where the case has none."""
+    value: Any = result.params.get("magnitude", 1.0)
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return 1.0
+    return value if math.isfinite(value) and value > 0 else 1.0
+
+
+def fmt(value: float | None) -> str:
+    """A number in three significant digits; "–" for None (not measured)."""
+    if value is None:
+        return "–"
+    if not math.isfinite(value):
+        return str(value)  # nan, inf, -inf
+    if value == 0:
+        return "0"
+    return f"{value:.3g}"

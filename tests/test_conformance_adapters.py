@@ -1,0 +1,586 @@
+"""The adapters: every available built-in passes the default catalog within its declared
+features (the suite's promise: a correct implementation shows zero failures, its behaviour
+differences are undeclared features), the measured differences stay measured, and
+:func:`attnspec.conformance.adapters.resolve` finds built-ins and ``module:callable`` targets
+with their capabilities.
+
+Cases run in process here (the runner's worker processes are tested with the runner).
+JAX compiles every new shape and Dask builds a graph per call, so adapters on those run one
+case per catalog group; ``ATTNSPEC_ADAPTER_TESTS=full`` runs them on everything.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import dataclasses
+import os
+import pickle
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+import attnspec
+from attnspec.conformance.adapters import NATIVE, builtin_adapters, builtin_names, resolve
+from attnspec.conformance.adapters.user import UserAdapter
+from attnspec.conformance.cases import Case, make_inputs
+from attnspec.conformance.catalog import catalog, required_features
+from attnspec.conformance.features import FEATURES
+from attnspec.conformance.golden import golden, naive
+from attnspec.conformance.tolerance import grade
+
+CASES = catalog()
+FULL = os.environ.get("ATTNSPEC_ADAPTER_TESTS") == "full"
+SLOW_FRAMEWORKS = ("jax", "dask")
+
+_REFERENCE: dict[str, tuple[dict, dict, dict]] = {}
+
+
+def _reference(case: Case) -> tuple[dict, dict, dict]:
+    """Inputs, golden and naive outputs of a case, computed once per test session."""
+    if case.id not in _REFERENCE:
+        inputs = make_inputs(case)
+        if case.expect == "value":
+            _REFERENCE[case.id] = (inputs, golden(case, inputs), naive(case, inputs))
+        else:
+            _REFERENCE[case.id] = (inputs, {}, {})
+    return _REFERENCE[case.id]
+
+
+def _outcome(adapter, case: Case) -> str | None:
+    """``None`` when the adapter passes the case, else what went wrong."""
+    inputs, want, ref = _reference(case)
+    # As in the runner's workers: a RuntimeWarning (inf - inf on +inf input) is not an error.
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        if case.expect != "value":
+            expected = getattr(builtins, case.expect)
+            try:
+                adapter.run(case, inputs)
+            except expected:
+                return None
+            except Exception as exc:
+                return f"raised {type(exc).__name__} ({exc}), expected {case.expect}"
+            return f"did not raise {case.expect}"
+        try:
+            result = adapter.run(case, inputs)
+        except Exception as exc:
+            return f"raised {type(exc).__name__}: {exc}"
+    verdict = grade(case, result.outputs, result.dtypes, want, ref)
+    return None if verdict.passed else verdict.message
+
+
+def _grade_all(adapter, cases) -> tuple[list[Case], list[str]]:
+    ran, failures = [], []
+    for case in cases:
+        if adapter.not_applicable(case) is not None:
+            continue
+        ran.append(case)
+        message = _outcome(adapter, case)
+        if message is not None:
+            failures.append(f"{case.id}: {message}")
+    return ran, failures
+
+
+def _one_per_group(adapter, cases) -> list[Case]:
+    """The first applicable case of every catalog group."""
+    chosen: dict[str, Case] = {}
+    for case in cases:
+        group = case.id.split("/", 1)[0]
+        if group not in chosen and adapter.not_applicable(case) is None:
+            chosen[group] = case
+    return list(chosen.values())
+
+
+def _available(name: str):
+    adapter = resolve(name)
+    reason = adapter.unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    return adapter
+
+
+def _case(case_id: str) -> Case:
+    return next(c for c in CASES if c.id == case_id)
+
+
+# ------------------------------------------------------------ built-ins pass their cases
+
+
+@pytest.mark.parametrize("name", builtin_names())
+def test_builtin_adapter_has_no_failure_within_its_features(name):
+    adapter = _available(name)
+    slow = adapter.backend.framework in SLOW_FRAMEWORKS and not FULL
+    cases = _one_per_group(adapter, CASES) if slow else CASES
+    ran, failures = _grade_all(adapter, cases)
+    assert ran, f"{name}: no applicable case"
+    assert not failures, f"{name}: {len(failures)} of {len(ran)} failed:\n" + "\n".join(failures)
+
+
+#: Catalog groups an adapter must run (the features its translation exists for).
+KEY_GROUPS = {
+    "torch.sdpa": ["causal-upper-left", "causal-lower-right", "causal-lower-right-empty",
+                   "gqa", "mask", "bias", "empty-rows", "shape", "accumulate", "extreme"],
+    "torch.mha": ["mha"],
+    "jax.dot_product_attention": ["gqa", "mask", "bias", "causal-upper-left", "window",
+                                  "kv-lengths", "poison-scores", "lse"],
+    "torch.softmax": ["softmax", "log-softmax", "logsumexp", "softmax-half",
+                      "softmax-nonfinite"],
+    "jax.softmax": ["softmax", "softmax-where", "log-softmax-where", "logsumexp-where"],
+    "scipy.softmax": ["softmax", "log-softmax", "logsumexp", "softmax-nonfinite"],
+    "onnxruntime.attention": ["gqa", "mask", "bias", "softcap", "causal-upper-left",
+                              "causal-lower-right", "causal-lower-right-empty", "kv-lengths",
+                              "weights", "empty-rows", "accumulate"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(KEY_GROUPS))
+def test_key_features_are_declared(name):
+    adapter = _available(name)
+    runs = {c.id.split("/", 1)[0] for c in CASES if adapter.not_applicable(c) is None}
+    assert not sorted(set(KEY_GROUPS[name]) - runs)
+
+
+def test_native_outputs_beyond_out():
+    """lse and weights come back where the implementation gives them (and are graded)."""
+    for name, case_id, names in [
+        ("jax.dot_product_attention", "lse/b2.h4x2.q6.k9.d16/float32", {"out", "lse"}),
+        ("jax.dot_product_attention", "lse/b2.h4x2.q6.k9.d16/bfloat16", {"out"}),
+        ("onnxruntime.attention", "weights/b2.h4x2.q6.k9.d16.mask=dense/float32",
+         {"out", "weights"}),
+        ("torch.sdpa", "lse/b2.h4x2.q6.k9.d16/float32", {"out"}),
+    ]:
+        adapter = resolve(name)
+        if adapter.unavailable() is not None:
+            continue
+        case = _case(case_id)
+        assert set(adapter.run(case, _reference(case)[0]).outputs) == names, (name, case_id)
+
+
+def test_torch_mha_causal_without_gqa():
+    """The catalog's causal MHA case has GQA (not torch's); causal is checked here with
+    Hq == Hkv, self- and cross-attention, 0 and 2 batch dims."""
+    adapter = _available("torch.mha")
+    cases = []
+    for extra in ({"causal": True}, {"causal": True, "cross": True, "biases": True},
+                  {"batch": []}, {"batch": [2, 3], "cross": True}):
+        params = {"batch": [2], "lq": 5, "lk": 7, "embed": 16, "hq": 4, "hkv": 4, "dk": 4,
+                  **extra}
+        slug = ".".join(f"{k}={v}" for k, v in sorted(extra.items()))
+        cases.append(Case(id=f"mha-extra/{slug}/float64", op="mha", rules=("MHA-1",),
+                          dtype="float64", params=params,
+                          features=required_features("mha", params, "float64")))
+    ran, failures = _grade_all(adapter, cases)
+    assert len(ran) == len(cases)
+    assert not failures, failures
+
+
+#: Option combinations the catalog does not hold, where adapters combine masks themselves
+#: (torch and ONNX take one attn_mask; torch's causal forms do not combine with it).
+COMBINATIONS = [
+    {"mask": "dense", "causal": True},
+    {"bias": "random", "causal": True, "alignment": "lower_right"},
+    {"mask": "dense", "bias": "neg_inf", "causal": True, "alignment": "lower_right"},
+    {"mask": "dense", "bias": "random"},
+    {"mask": "dense", "kv_lengths": [9, 4], "causal": True},
+    {"mask": "dense", "kv_lengths": [9, 5], "causal": True, "alignment": "lower_right"},
+]
+
+
+@pytest.mark.parametrize("name", ["torch.sdpa", "onnxruntime.attention"])
+def test_mask_combinations(name):
+    adapter = _available(name)
+    cases = []
+    for options in COMBINATIONS:
+        params = {"batch": [2], "hq": 4, "hkv": 2, "lq": 6, "lk": 9, "dk": 16, "dv": 16,
+                  **options}
+        slug = ".".join(f"{k}={v}" for k, v in sorted(options.items()))
+        cases.append(Case(id=f"combination/{slug}/float32", op="attention",
+                          rules=("ATT-MASK-1",), dtype="float32", params=params,
+                          features=required_features("attention", params, "float32")))
+    ran, failures = _grade_all(adapter, cases)
+    assert len(ran) >= 4
+    assert not failures, failures
+
+
+def test_flash_attn_declaration():
+    """flash_attn cannot run here; its declaration is pinned to the documented profile."""
+    adapter = resolve("flash_attn")
+    assert adapter.backend_name == "torch-cuda"
+    assert adapter.supported_dtypes == ("float16", "bfloat16")
+    assert {"causal_lower_right", "window", "softcap", "gqa", "lse"} <= adapter.features
+    assert not {"mask", "bias", "dv_ne_dk", "empty_rows", "dropout"} & adapter.features
+    reason = adapter.unavailable()
+    if reason is not None:
+        assert reason.startswith(("flash_attn:", "torch-cuda:")), reason
+
+
+def _fake_flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False,
+                          window_size=(-1, -1), softcap=0.0, alibi_slopes=None,
+                          deterministic=False, return_attn_probs=False):
+    """flash_attn_func as documented (tokens first, bottom-right causal and window, -1 =
+    unbounded, lse (B, H, Lq) float32), computed by attnspec on torch CPU."""
+    import torch
+
+    assert q.dtype in (torch.float16, torch.bfloat16)
+    assert dropout_p == 0.0
+    assert alibi_slopes is None
+    window = None
+    if tuple(window_size) != (-1, -1):
+        window = tuple(None if w < 0 else w for w in window_size)
+    out, lse = attnspec.scaled_dot_product_attention(
+        *(attnspec.blhd_to_bhld(x) for x in (q, k, v)), scale=softmax_scale, causal=causal,
+        window=window, alignment="lower_right", softcap=softcap or None, return_lse=True)
+    return attnspec.bhld_to_blhd(out), lse, None
+
+
+def test_flash_attn_translation_on_a_stand_in(monkeypatch):
+    """The adapter's translation (layout, window, lse), checked against a stand-in with
+    flash_attn_func's documented semantics on torch CPU: flash-attention itself needs a
+    CUDA device."""
+    _available("torch.sdpa")
+    import types
+
+    from attnspec.conformance.adapters.flash_attn import FlashAttnAdapter
+
+    class OnCpu(FlashAttnAdapter):
+        backends = ("torch-cpu",)
+        requires = ()
+
+    monkeypatch.setitem(sys.modules, "flash_attn",
+                        types.SimpleNamespace(flash_attn_func=_fake_flash_attn_func))
+    adapter = OnCpu()
+    # The catalog's window and batch-shape cases are float32 only: add bfloat16 copies.
+    extra = [dataclasses.replace(c, id=c.id.rsplit("/", 1)[0] + "/bfloat16", dtype="bfloat16")
+             for c in _groups("window", "shape") if c.dtype == "float32"]
+    ran, failures = _grade_all(adapter, CASES + extra)
+    groups = {c.id.split("/", 1)[0] for c in ran}
+    assert groups >= {"causal-lower-right", "window", "softcap", "gqa", "lse", "shape"}
+    assert {"batch0", "batch2", "window", "causal_lower_right"} <= {
+        f for c in ran for f in c.features}
+    assert not failures, failures
+
+
+# ------------------------------------------------- measured differences stay measured
+# Each is a feature the adapter does not declare; when the implementation changes, the
+# pin fails and the feature can be declared. (torch/JAX pins: test_native_agreement.py.)
+
+
+def _forced(adapter, case: Case) -> str | None:
+    """Run a case outside the adapter's declaration (dtype and op still respected)."""
+    assert adapter.not_applicable(case) is not None
+    return _outcome(adapter, case)
+
+
+def test_pin_onnxruntime_differences():
+    adapter = _available("onnxruntime.attention")
+    # A NaN key row excluded by the mask turns every output row NaN (poison_scores).
+    case = _case("poison-scores/b2.h4x2.q6.k9.d16.bias=random.mask=key_columns"
+                 ".poison=scores/float32")
+    assert "nan" in _forced(adapter, case)
+    # NaN/inf in K/V past nonpad_kv_seqlen leak (poison_kv).
+    assert "nan" in _forced(adapter, _case("poison-kv/b2.h4x2.q6.k9.d16.kv_lengths=5_2"
+                                           ".poison=kv/float32"))
+    # Lk = 0 is refused (empty_keys); invalid arguments raise ORT's own classes.
+    assert "raised" in _forced(adapter, _case("shape/b2.h4x2.q6.k0.d16/float32"))
+    assert "expected ValueError" in _forced(
+        adapter, _case("arg-errors/b2.h4x2.q6.k9.d16.error=head_dim_mismatch/float32"))
+
+
+def test_pin_onnxruntime_float64_scale_is_float32():
+    """ONNX attributes are float32: float64 attention with scale 0.3 is off by ~1e-7."""
+    adapter = _available("onnxruntime.attention")
+    case = _case("score/b2.h4x2.q6.k9.d16.scale=0.3/float64")
+    assert "float64" not in adapter.dtypes()
+    adapter.supported_dtypes = ("float64", "float32", "float16")
+    inputs, want, _ = _reference(case)
+    out = adapter.run(case, inputs).outputs["out"]
+    err = np.abs(out - want["out"]).max()
+    assert 1e-9 < err < 1e-5
+
+
+@pytest.mark.parametrize("name", ["torch.softmax", "scipy.softmax"])
+def test_pin_softmax_of_empty_row_is_nan(name):
+    adapter = _available(name)
+    for op in ("softmax", "log-softmax"):
+        message = _forced(adapter, _case(f"{op}-empty/pattern=empty_row.shape=4x7/float32"))
+        assert "nan" in message
+
+
+def test_pin_jax_half_precision():
+    """JAX's residual for half-precision input is in that dtype (the spec: float32), so the
+    adapter returns only out there; jitted float16 attention does not run on CPU, so
+    jax-cpu does not declare float16."""
+    adapter = _available("jax.dot_product_attention")
+    import jax
+    import jax.numpy as jnp
+
+    x = jnp.ones((1, 3, 2, 8), jnp.bfloat16)
+    _, lse = jax.jit(jax.nn.dot_product_attention, static_argnames="return_residual")(
+        x, x, x, return_residual=True)
+    assert lse.dtype == jnp.bfloat16
+    if adapter.backend_name == "jax-cpu":
+        assert "float16" not in adapter.dtypes()
+        with pytest.raises(ValueError, match="F16_F16_F32"):
+            jax.jit(jax.nn.dot_product_attention)(*(x.astype(jnp.float16),) * 3)
+
+
+# ------------------------------------------------------------------------ resolve()
+
+
+def test_builtin_names_and_adapters():
+    names = builtin_names()
+    from attnspec.backends import names as backend_names
+
+    assert names[: len(backend_names())] == [f"attnspec[{b}]" for b in backend_names()]
+    assert names[len(backend_names()):] == list(NATIVE)
+    assert [a.name for a in builtin_adapters()] == names
+
+
+def test_building_adapters_imports_no_framework():
+    code = ("import sys\n"
+            "from attnspec.conformance.adapters import builtin_adapters, resolve\n"
+            "adapters = builtin_adapters() + [resolve('torch.sdpa', device='cuda')]\n"
+            "frameworks = ('torch', 'jax', 'onnxruntime', 'onnx', 'scipy', 'flash_attn')\n"
+            "print(sorted(m for m in frameworks if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("name", builtin_names())
+def test_builtin_adapters_are_recreatable(name):
+    """By name and backend (what a worker process gets) and by pickling."""
+    adapter = resolve(name)
+    again = resolve(adapter.name, backend=adapter.backend_name)
+    assert (type(again), again.name, again.backend_name) == (
+        type(adapter), adapter.name, adapter.backend_name)
+    copy = pickle.loads(pickle.dumps(adapter))
+    assert (type(copy), copy.name, copy.backend_name, copy.features) == (
+        type(adapter), adapter.name, adapter.backend_name, adapter.features)
+
+
+def test_resolve_backends_and_devices():
+    assert resolve("torch.sdpa").backend_name == "torch-cpu"
+    assert resolve("torch.sdpa", device="cuda").backend_name == "torch-cuda"
+    assert resolve("torch.sdpa", backend="torch-cuda").backend_name == "torch-cuda"
+    assert resolve("jax.softmax", device="gpu").backend_name == "jax-gpu"
+    assert resolve("attnspec", backend="torch").name == "attnspec[torch-cpu]"
+    assert resolve("attnspec", backend="jax", device="cuda").name == "attnspec[jax-gpu]"
+    adapter = resolve("attnspec[dask]")
+    assert resolve(adapter) is adapter
+
+
+def _builtins_on(**kwargs) -> list[str]:
+    found = []
+    for name in builtin_names():
+        with contextlib.suppress(ValueError):
+            found.append(resolve(name, **kwargs).name)
+    return found
+
+
+def test_backend_and_device_select_builtins():
+    """Every built-in resolves by default; a backend or device keeps those that run there
+    (the rest raise ValueError: what the runner leaves out when asked for all)."""
+    assert _builtins_on() == builtin_names()
+    assert _builtins_on(backend="torch-cpu") == [
+        "attnspec[torch-cpu]", "torch.sdpa", "torch.mha", "torch.softmax"]
+    on_gpu = _builtins_on(device="cuda")
+    assert {"attnspec[torch-cuda]", "attnspec[jax-gpu]", "attnspec[cupy]", "flash_attn",
+            "torch.sdpa"} <= set(on_gpu)
+    assert not {"attnspec[numpy]", "scipy.softmax", "onnxruntime.attention"} & set(on_gpu)
+    assert "attnspec[cupy]" not in _builtins_on(device="cpu")
+
+
+@pytest.mark.parametrize(("kwargs", "error", "match"), [
+    ({"target": "attnspec[numpy]", "backend": "torch-cpu"}, ValueError, "runs on numpy"),
+    ({"target": "attnspec[numpy]", "device": "cuda"}, ValueError, "runs on numpy"),
+    ({"target": "no.such.adapter"}, ValueError, r"unknown adapter .*torch\.sdpa"),
+    ({"target": "attnspec[nope]"}, ValueError, r"no backend 'nope'.*numpy"),
+    ({"target": "torch.sdpa", "backend": "jax-cpu"}, ValueError, r"backend: torch\.sdpa"),
+    ({"target": "scipy.softmax", "device": "cuda"}, ValueError, r"device"),
+    ({"target": "torch.sdpa", "backend": "torch-cpu", "device": "cuda"}, ValueError,
+     "conflicts"),
+    ({"target": "torch.sdpa", "capabilities": {}}, ValueError, "only 'module:callable'"),
+    ({"target": "no_such_module_xyz:fn"}, ImportError,
+     r"'no_such_module_xyz:fn'.*No module named"),
+    ({"target": "math:no_such_fn"}, ValueError, "has no attribute 'no_such_fn'"),
+    ({"target": "math:pi"}, TypeError, "not callable"),
+    ({"target": ":fn"}, ValueError, "module:callable"),
+    ({"target": 42}, TypeError, "target must be"),
+    ({"target": "attnspec:softmax", "backend": "nope"}, ValueError, "unknown backend"),
+])
+def test_resolve_errors(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        resolve(**kwargs)
+
+
+# ------------------------------------------------------------- module:callable targets
+
+
+def spec_tokens_first(query, key, value, *, mask=None, return_lse=False, **options):
+    """attnspec wrapped as a (B, L, H, D) function with a "True = masked out" mask."""
+    q, k, v = (attnspec.blhd_to_bhld(x) for x in (query, key, value))
+    result = attnspec.scaled_dot_product_attention(
+        q, k, v, mask=None if mask is None else ~mask, return_lse=return_lse, **options)
+    if return_lse:
+        return attnspec.bhld_to_blhd(result[0]), result[1]
+    return attnspec.bhld_to_blhd(result)
+
+
+spec_tokens_first.attnspec_capabilities = {
+    "layout": "blhd", "mask": "drop", "returns": ["out", "lse"],
+}
+
+
+def spec_additive(query, key, value, *, mask=None, bias=None, **options):
+    """attnspec taking its mask as an additive float (0 / -inf)."""
+    if mask is not None:
+        bias = mask if bias is None else bias + mask
+    return attnspec.scaled_dot_product_attention(query, key, value, bias=bias, **options)
+
+
+spec_additive.attnspec_capabilities = {"mask": "additive", "exclude": ["poison_scores"]}
+
+
+def ignores_mask(query, key, value, *, mask=None, **options):
+    """A broken implementation: the mask is accepted and ignored."""
+    return attnspec.scaled_dot_product_attention(query, key, value, **options)
+
+
+def forwards(query, key, value, **options):
+    return attnspec.scaled_dot_product_attention(query, key, value, **options)
+
+
+def returns_pair(query, key, value, **options):
+    return attnspec.scaled_dot_product_attention(query, key, value, return_lse=True, **options)
+
+
+NOT_A_FUNCTION = 3
+
+
+def _target(name: str) -> str:
+    return f"{__name__}:{name}"
+
+
+def _groups(*groups: str) -> list[Case]:
+    return [c for c in CASES if c.id.split("/", 1)[0] in groups]
+
+
+def test_user_callable_with_capabilities_attribute():
+    adapter = resolve(_target("spec_tokens_first"))
+    assert isinstance(adapter, UserAdapter)
+    assert adapter.name == _target("spec_tokens_first")
+    assert "lse" in adapter.features
+    assert "weights" not in adapter.features
+    ran, failures = _grade_all(adapter, _groups("mask", "lse", "causal-lower-right", "gqa"))
+    assert len(ran) >= 10
+    assert not failures, failures
+    case = _case("lse/b2.h4x2.q6.k9.d16/float32")
+    assert set(adapter.run(case, _reference(case)[0]).outputs) == {"out", "lse"}
+
+
+def test_user_callable_additive_mask_and_all_features_by_default():
+    adapter = resolve(_target("spec_additive"))
+    assert adapter.features == frozenset(FEATURES) - {"poison_scores", "lse", "weights"}
+    ran, failures = _grade_all(adapter, _groups("mask", "empty-rows", "bound", "softcap"))
+    assert len(ran) >= 8
+    assert not failures, failures
+
+
+def test_user_callable_capabilities_from_toml(tmp_path):
+    path = tmp_path / "caps.toml"
+    path.write_text('features = ["mask", "gqa", "lq_ne_lk"]\n'
+                    'dtypes = ["float32"]\n'
+                    'returns = ["out", "weights"]\n')
+    adapter = resolve("attnspec:scaled_dot_product_attention", capabilities=path)
+    assert adapter.features == {"mask", "gqa", "lq_ne_lk", "weights"}
+    assert adapter.dtypes() == ("float32",)
+    ran, failures = _grade_all(adapter, CASES)
+    assert {c.id.split("/", 1)[0] for c in ran} >= {"mask", "weights", "bound", "single-key"}
+    assert all(c.dtype == "float32" for c in ran)
+    assert not failures, failures
+    # the same file as an attribute value, and as a str path
+    assert resolve("attnspec:scaled_dot_product_attention",
+                   capabilities=str(path)).features == adapter.features
+
+
+def test_user_capabilities_attribute_naming_a_toml_file(tmp_path, monkeypatch):
+    """An attribute holding a relative path reads it next to the callable's module."""
+    path = tmp_path / "caps.toml"
+    path.write_text('features = ["gqa", "lq_ne_lk"]\nreturns = ["out", "lse"]\n')
+    relative = os.path.relpath(path, os.path.dirname(__file__))
+    monkeypatch.setattr(forwards, "attnspec_capabilities", relative, raising=False)
+    adapter = resolve(_target("forwards"))
+    assert adapter.features == {"gqa", "lq_ne_lk", "lse"}
+    ran, failures = _grade_all(adapter, _groups("score", "lse"))
+    assert ran
+    assert not failures, failures
+
+
+def test_user_callable_other_ops_and_backends():
+    softmax = resolve("attnspec:softmax", capabilities={"ops": ["softmax"]})
+    ran, failures = _grade_all(softmax, CASES)
+    assert {c.op for c in ran} == {"softmax"}
+    assert not failures, failures
+    mha = resolve("attnspec:multi_head_attention", backend="torch-cpu",
+                  capabilities={"ops": ["mha"]})
+    if mha.unavailable() is None:
+        ran, failures = _grade_all(mha, CASES)
+        assert len(ran) == sum(c.op == "mha" for c in CASES)
+        assert not failures, failures
+
+
+def test_user_callable_is_recreatable_by_pickling():
+    adapter = resolve(_target("spec_tokens_first"))
+    copy = pickle.loads(pickle.dumps(adapter))
+    assert (copy.name, copy.backend_name, copy.features, copy.layout) == (
+        adapter.name, adapter.backend_name, adapter.features, adapter.layout)
+
+
+def test_a_broken_user_callable_fails():
+    """The grading loop above is not vacuous: an implementation that ignores the mask
+    fails every mask case and passes the unmasked ones."""
+    adapter = resolve(_target("ignores_mask"))
+    ran, failures = _grade_all(adapter, _groups("mask", "score"))
+    failed = {f.split(":", 1)[0] for f in failures}
+    assert failed == {c.id for c in ran if "mask" in c.features}
+    assert len(failed) < len(ran)
+
+
+def test_user_callable_undeclared_tuple_is_an_error():
+    adapter = resolve(_target("returns_pair"))
+    case = _case("lse/b2.h4x2.q6.k9.d16/float32")
+    with pytest.raises(TypeError, match="returned a tuple of 2"):
+        adapter.run(case, _reference(case)[0])
+
+
+@pytest.mark.parametrize(("capabilities", "error", "match"), [
+    ({"colour": "red"}, ValueError, r"unknown keys \['colour'\]"),
+    ({"features": ["mask", "telepathy"]}, ValueError, r"unknown features \['telepathy'\]"),
+    ({"features": "mask"}, TypeError, "list of strings"),
+    ({"layout": "lbhd"}, ValueError, "layout must be one of bhld, blhd"),
+    ({"mask": "inverted"}, ValueError, "mask must be one of keep, drop, additive"),
+    ({"returns": ["lse"]}, ValueError, "must include 'out'"),
+    ({"ops": ["conv"]}, ValueError, r"unknown ops \['conv'\]"),
+    (3, TypeError, "mapping or a TOML file path"),
+    ("/no/such/caps.toml", ValueError, "cannot read TOML file"),
+])
+def test_user_capabilities_errors(capabilities, error, match):
+    with pytest.raises(error, match=match):
+        resolve("attnspec:scaled_dot_product_attention", capabilities=capabilities)
+
+
+def test_user_capabilities_bad_toml(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text("features = [\n")
+    with pytest.raises(ValueError, match="not valid TOML"):
+        resolve("attnspec:scaled_dot_product_attention", capabilities=path)
+
+
+def test_user_target_not_callable_in_this_module():
+    with pytest.raises(TypeError, match="not callable: it is a int"):
+        resolve(_target("NOT_A_FUNCTION"))
