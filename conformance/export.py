@@ -91,8 +91,10 @@ def export(directory: Path, *, full: bool = False, select: Iterable[str] | None 
         },
         "tolerance": {
             "rule": "max|impl - expected| <= k * max|naive - expected| + c * eps * max|expected|"
-                    " over finite expected entries; non-finite entries must match exactly",
-            "constants": {name: {"k": t.k, "c": t.c} for name, t in TOLERANCES.items()},
+                    " over finite expected entries (c_half for float16/bfloat16); "
+                    "non-finite entries must match exactly",
+            "constants": {name: {"k": t.k, "c": t.c, "c_half": t.c_half}
+                          for name, t in TOLERANCES.items()},
             "eps": EPS,
         },
         "cases": entries,

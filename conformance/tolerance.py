@@ -32,16 +32,23 @@ __all__ = ["TOLERANCES", "Grade", "Tolerance", "expected_dtype", "grade"]
 
 @dataclass(frozen=True)
 class Tolerance:
-    k: float
-    c: float
+    k: float  # allowed multiple of the naive same-dtype error
+    c: float  # floor, in eps x max|golden|, for float64 and float32
+    c_half: float  # the same floor for float16 and bfloat16
+
+    def floor(self, dtype: str) -> float:
+        return self.c_half if dtype in ("float16", "bfloat16") else self.c
 
 
-#: (k, c) per output. k = 2 is flash-attention's factor; c was set from the errors of
-#: torch, JAX and attnspec on the whole catalog (docs/conformance.md).
+#: k = 2 is flash-attention's factor. The floor c: measured on the full catalog, the worst
+#: correct implementation (torch SDPA, float64, head dim 256: its dot products carry
+#: ~sqrt(D) eps) reached 3.9 eps x max|golden|, so c = 8 leaves a 2x margin. In half
+#: precision the k x naive term dominates, and c_half = 4 keeps float16 accumulation over
+#: 1025 keys caught (docs/conformance.md has the figures).
 TOLERANCES: dict[str, Tolerance] = {
-    "out": Tolerance(k=2.0, c=4.0),
-    "lse": Tolerance(k=2.0, c=4.0),
-    "weights": Tolerance(k=2.0, c=4.0),
+    "out": Tolerance(k=2.0, c=8.0, c_half=4.0),
+    "lse": Tolerance(k=2.0, c=8.0, c_half=4.0),
+    "weights": Tolerance(k=2.0, c=8.0, c_half=4.0),
 }
 
 
@@ -107,12 +114,13 @@ def grade(
         both = finite & np.isfinite(ref)
         err_naive = float(np.max(np.abs(ref[both] - want[both]))) if both.any() else 0.0
         tol = TOLERANCES[name]
-        bound = tol.k * err_naive + tol.c * eps * scale
+        bound = tol.k * err_naive + tol.floor(case.dtype) * eps * scale
         ratio = err / max(err_naive, eps * scale)
         if err > bound:
             return Grade(False, err / scale, bound / scale, ratio,
                          f"{name}: max error {err:.3g} > tolerance {bound:.3g} "
-                         f"({tol.k:g} x naive {err_naive:.3g} + {tol.c:g} eps x {scale:.3g}); "
+                         f"({tol.k:g} x naive {err_naive:.3g} + {tol.floor(case.dtype):g} eps x "
+                         f"{scale:.3g}); "
                          f"ratio {ratio:.3g}")
         if ratio >= worst.ratio:
             worst = Grade(True, err / scale, bound / scale, ratio, "")
