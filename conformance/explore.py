@@ -11,10 +11,8 @@ import sys
 from collections.abc import Iterable
 from typing import Any, TextIO
 
-from .cases import Case, make_inputs
+from .cases import Case
 from .catalog import _slug, required_features
-from .golden import golden, naive
-from .tolerance import grade
 
 __all__ = ["explore", "reproducer"]
 
@@ -87,14 +85,15 @@ def _case(params: dict[str, Any], dtype: str) -> Case:
 
 def _failure(adapter: Any, case: Case) -> str | None:
     """Why the implementation fails the case, or ``None`` when it passes."""
-    inputs = make_inputs(case)
-    try:
-        result = adapter.run(case, inputs)
-    except Exception as exc:  # the implementation under test may raise anything
-        return f"{type(exc).__name__}: {exc}"
-    verdict = grade(case, result.outputs, result.dtypes, golden(case, inputs),
-                    naive(case, inputs))
-    return None if verdict.passed else verdict.message
+    from .results import Outcome
+    from .runner import handle, judge, prepare
+
+    prepared = prepare(case)
+    if prepared.error:
+        return prepared.error
+    verdict = judge(case, handle(adapter, ("run", case, prepared.inputs)), prepared)
+    return None if verdict.outcome is Outcome.PASS else f"{verdict.outcome.value}: " \
+        f"{verdict.message}"
 
 
 def reproducer(target: str, backend: str, case: Case) -> str:

@@ -32,29 +32,22 @@ class AttnspecItem(pytest.Item):
         self.add_marker(pytest.mark.attnspec)
 
     def runtest(self) -> None:
-        from .cases import make_inputs
-        from .golden import golden, naive
-        from .tolerance import grade
+        from .results import Outcome
+        from .runner import handle, judge, prepare
 
         reason = self.adapter.not_applicable(self.case)
         if reason:
             pytest.skip(f"{self.adapter.name}: not applicable: {reason}")
         if self.xfail_reason:
             self.add_marker(pytest.mark.xfail(reason=self.xfail_reason, strict=False))
-        inputs = make_inputs(self.case)
-        if self.case.expect != "value":
-            with pytest.raises(Exception) as info:  # noqa: PT011 - checked by name below
-                self.adapter.run(self.case, inputs)
-            names = [cls.__name__ for cls in type(info.value).__mro__]
-            if self.case.expect not in names:
-                pytest.fail(f"raised {type(info.value).__name__}, expected {self.case.expect}")
-            return
-        result = self.adapter.run(self.case, inputs)
-        verdict = grade(self.case, result.outputs, result.dtypes, golden(self.case, inputs),
-                        naive(self.case, inputs))
-        if not verdict.passed:
-            pytest.fail(f"{self.case.id} [{', '.join(self.case.rules)}]: {verdict.message}",
-                        pytrace=False)
+        prepared = prepare(self.case)
+        if prepared.error:
+            pytest.fail(prepared.error, pytrace=False)
+        reply = handle(self.adapter, ("run", self.case, prepared.inputs))
+        verdict = judge(self.case, reply, prepared)
+        if verdict.outcome is not Outcome.PASS:
+            pytest.fail(f"{self.case.id} [{', '.join(self.case.rules)}] "
+                        f"{verdict.outcome.value}: {verdict.message}", pytrace=False)
 
     def reportinfo(self):
         return self.path, None, f"{self.adapter.name}::{self.case.id}"
