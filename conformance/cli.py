@@ -87,6 +87,12 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    try:
+        import numpy  # noqa: F401
+    except ImportError:
+        print("attnspec: the conformance suite needs NumPy (its golden references are NumPy "
+              'float64): pip install "attnspec[numpy]"', file=sys.stderr)
+        return USAGE_ERROR
     if args.command is None:
         parser.print_help()
         return USAGE_ERROR
