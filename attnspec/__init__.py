@@ -16,6 +16,7 @@ from .masks import (
     mask_to_bias,
     window_mask,
 )
+from .merge import merge
 from .mha import multi_head_attention
 from .softmax import log_softmax, logsumexp, softmax
 
@@ -31,6 +32,7 @@ __all__ = [
     "log_softmax",
     "logsumexp",
     "mask_to_bias",
+    "merge",
     "merge_heads",
     "multi_head_attention",
     "scaled_dot_product_attention",

@@ -119,3 +119,23 @@ def check_dropout(dropout_p: Any, dropout_mask: Array | None) -> float:
             "no random numbers, so the caller draws them"
         )
     return float(dropout_p)
+
+
+def check_chunk_size(chunk_size: Any) -> None:
+    """``None``, an int >= 0 (0 = direct), or a ``(block_q, block_k)`` pair of ints >= 1."""
+    if chunk_size is None:
+        return
+    if isinstance(chunk_size, bool):
+        raise TypeError("chunk_size must be an int, a (block_q, block_k) pair or None; got bool")
+    if isinstance(chunk_size, int):
+        if chunk_size < 0:
+            raise ValueError(f"chunk_size must be >= 0 (0 = the direct path); got {chunk_size}")
+        return
+    if (isinstance(chunk_size, (tuple, list)) and len(chunk_size) == 2
+            and all(isinstance(c, int) and not isinstance(c, bool) for c in chunk_size)):
+        if min(chunk_size) < 1:
+            raise ValueError(f"chunk_size blocks must be >= 1; got {tuple(chunk_size)}")
+        return
+    raise TypeError(
+        f"chunk_size must be an int, a (block_q, block_k) pair or None; got {chunk_size!r}"
+    )

@@ -1,12 +1,12 @@
-"""scaled_dot_product_attention: the normative computation of docs/spec.md (direct path)."""
+"""scaled_dot_product_attention: argument checks, then the direct or the chunked path."""
 
 from __future__ import annotations
-
-import math
 
 import array_api_compat
 
 from . import _validate as check
+from ._chunked import chunked
+from ._direct import direct
 from ._namespace import (
     Array,
     Namespace,
@@ -15,10 +15,31 @@ from ._namespace import (
     namespace,
     to_dtype,
 )
-from ._normalizer import log_normalizer, normalizer
-from .masks import Window, as_lengths, attention_mask, key_padding
+from ._problem import Problem, default_scale
+from .masks import Window, as_lengths, check_alignment, check_window, key_padding
 
-__all__ = ["scaled_dot_product_attention"]
+__all__ = ["choose_blocks", "scaled_dot_product_attention"]
+
+#: The direct path's score matrix may take this many bytes before ``chunk_size=None``
+#: switches to the chunked path.
+DIRECT_LIMIT_BYTES = 64 * 2**20
+#: Block sizes of the chunked path chosen by ``chunk_size=None``: large enough for BLAS to
+#: run near its peak, small enough that a block of float32 scores stays ~16 MiB per head.
+BLOCK_Q, BLOCK_K = 1024, 4096
+
+
+def choose_blocks(shape, chunk_size, return_weights: bool) -> tuple[int, int] | None:
+    """``(block_q, block_k)`` for the chunked path, or ``None`` for the direct path."""
+    if chunk_size == 0 or 0 in (shape.lq, shape.lk):
+        return None
+    if chunk_size is not None:
+        return (chunk_size, chunk_size) if isinstance(chunk_size, int) else tuple(chunk_size)
+    heads = shape.hq
+    for n in shape.batch:
+        heads *= n
+    if return_weights or heads * shape.lq * shape.lk * 4 <= DIRECT_LIMIT_BYTES:
+        return None
+    return min(shape.lq, BLOCK_Q), min(shape.lk, BLOCK_K)
 
 
 def scaled_dot_product_attention(
@@ -40,6 +61,7 @@ def scaled_dot_product_attention(
     dropout_p: float = 0.0,
     return_lse: bool = False,
     return_weights: bool = False,
+    chunk_size: int | tuple[int, int] | None = None,
     xp: Namespace | None = None,
 ) -> Array | tuple[Array, ...]:
     """Scaled dot-product attention as defined by ``docs/spec.md``.
@@ -81,6 +103,13 @@ def scaled_dot_product_attention(
         Also return the log-sum-exp of the masked scores, shape ``(*batch, Hq, Lq)`` in
         float32 (float64 for float64 input), and/or the weights that multiply ``value``
         (after dropout), shape ``(*batch, Hq, Lq, Lk)``.
+    chunk_size : int or (int, int), optional
+        ``0``: the direct path (the whole ``Lq x Lk`` score matrix at once). ``n > 0`` or
+        ``(block_q, block_k)``: the chunked path, query x key blocks with a running max and
+        sum (online softmax) in O(block) working memory; blocks outside the causal/window
+        band are skipped. ``None`` (default): direct while the score matrix is small
+        (<= 64 MiB) or the weights are requested, chunked otherwise. Both paths give the
+        same results up to rounding.
     xp : namespace, optional
         The array namespace; inferred from the inputs by default.
 
@@ -123,6 +152,11 @@ def scaled_dot_product_attention(
     check.check_positive_real("scale", scale, allow_array=True)
     check.check_positive_real("softcap", softcap, allow_array=True)
     dropout_p = check.check_dropout(dropout_p, dropout_mask)
+    check.check_chunk_size(chunk_size)
+    check_alignment(alignment)
+    window = check_window(window)
+    if not isinstance(causal, bool):
+        raise TypeError(f"causal must be a bool; got {type(causal).__name__}")
 
     device = array_api_compat.device(query)
     index = xp.arange(1, device=device).dtype
@@ -132,75 +166,26 @@ def scaled_dot_product_attention(
     if q_lengths is not None:
         q_lengths = as_lengths(q_lengths, "q_lengths", xp, device, index)
         check.check_lengths_shape("q_lengths", q_lengths, shape.batch)
-    keep = attention_mask(
-        shape.lq, shape.lk, mask=mask, causal=causal, window=window, alignment=alignment,
-        kv_lengths=kv_lengths, q_lengths=q_lengths, xp=xp, device=device,
-    )
+    if mask is not None and mask.dtype != xp.bool:
+        raise TypeError(f"mask must be a bool array; got dtype {mask.dtype}{check.MASK_HINT}")
 
-    dtype = query.dtype
-    acc = accumulation_dtype(xp, dtype)
+    acc = accumulation_dtype(xp, query.dtype)
     q, k, v = (to_dtype(xp, x, acc) for x in (query, key, value))
     if kv_lengths is not None:
         real_key = key_padding(shape.lk, kv_lengths, xp, device)
         k = xp.where(real_key, k, 0.0)
         v = xp.where(real_key, v, 0.0)
-
-    s = _scores(q, k, shape, xp)
-    s = s * (1.0 / math.sqrt(shape.dk) if scale is None else scale)
-    if softcap is not None:
-        s = softcap * xp.tanh(s / softcap)
-    if bias is not None:
-        b = to_dtype(xp, bias, acc)
-        # A -inf bias entry masks its position even where q.k is NaN or +inf (ATT-BIAS-1).
-        s = xp.where(b == -math.inf, -math.inf, s + b)
-    if keep is not None:
-        s = xp.where(keep, s, -math.inf)
-
-    n = normalizer(s, -1, xp)
-    p = n.exp
-    if dropout_mask is not None:
-        p = xp.where(dropout_mask, p, 0.0)
-        if dropout_p > 0.0:
-            p = p * (1.0 / (1.0 - dropout_p))
-    out = _weighted_values(p, v, shape, xp) / n.safe_total
-    results: list[Array] = [to_dtype(xp, out, dtype)]
-    if return_lse:
-        results.append(xp.squeeze(log_normalizer(n, xp), axis=-1))
-    if return_weights:
-        results.append(to_dtype(xp, p / n.safe_total, dtype))
+    problem = Problem(
+        xp=xp, shape=shape, dtype=query.dtype, acc=acc, q=q, k=k, v=v,
+        scale=default_scale(shape.dk) if scale is None else scale, softcap=softcap,
+        bias=None if bias is None else to_dtype(xp, bias, acc), mask=mask, causal=causal,
+        window=window, alignment=alignment, kv_lengths=kv_lengths, q_lengths=q_lengths,
+        dropout_mask=dropout_mask,
+        dropout_scale=1.0 / (1.0 - dropout_p) if dropout_p > 0.0 else 1.0, device=device,
+    )
+    blocks = choose_blocks(shape, chunk_size, return_weights)
+    if blocks is None:
+        results = direct(problem, return_lse, return_weights)
+    else:
+        results = chunked(problem, *blocks, return_lse, return_weights)
     return results[0] if len(results) == 1 else tuple(results)
-
-
-def _scores(q: Array, k: Array, shape: check.AttentionShape, xp: Namespace) -> Array:
-    """``q @ k^T`` with grouped-query heads, without copying K per group.
-
-    The ``G = Hq // Hkv`` query heads that share a KV head are stacked along the query axis,
-    ``(*b, Hkv, G*Lq, Dk)``, so one matmul per KV head serves the whole group.
-    """
-    kt = xp.matrix_transpose(k)
-    if shape.hq == shape.hkv:
-        return xp.matmul(q, kt)
-    s = xp.matmul(_stack_groups(q, shape.hkv, xp), kt)
-    return _unstack_groups(s, shape.hq, shape.lq, xp)
-
-
-def _weighted_values(p: Array, v: Array, shape: check.AttentionShape, xp: Namespace) -> Array:
-    if shape.hq == shape.hkv:
-        return xp.matmul(p, v)
-    out = xp.matmul(_stack_groups(p, shape.hkv, xp), v)
-    return _unstack_groups(out, shape.hq, shape.lq, xp)
-
-
-# Each reshape below only splits or only merges axes: Dask cannot do both in one step.
-def _stack_groups(x: Array, hkv: int, xp: Namespace) -> Array:
-    """``(*b, Hq, L, C)`` -> ``(*b, Hkv, G*L, C)``."""
-    *batch, hq, length, c = x.shape
-    x = xp.reshape(x, (*batch, hkv, hq // hkv, length, c))
-    return xp.reshape(x, (*batch, hkv, (hq // hkv) * length, c))
-
-
-def _unstack_groups(x: Array, hq: int, length: int, xp: Namespace) -> Array:
-    """``(*b, Hkv, G*L, C)`` -> ``(*b, Hq, L, C)``."""
-    *batch, hkv, _, c = x.shape
-    x = xp.reshape(x, (*batch, hkv, hq // hkv, length, c))
-    return xp.reshape(x, (*batch, hq, length, c))

@@ -89,6 +89,38 @@ def _per_batch(lengths: Array, xp: Namespace) -> Array:
     return xp.reshape(lengths, (*lengths.shape, 1, 1, 1))
 
 
+Block = tuple[int, int]  # a half-open index range [start, stop)
+
+
+def band_limits(causal: bool, window: Window | None) -> tuple[int | None, int | None]:
+    """``(left, right)`` of the diagonal band that causal and window keep together."""
+    left = None if window is None else window[0]
+    right = None if window is None else window[1]
+    if causal:
+        right = 0 if right is None else min(right, 0)
+    return left, right
+
+
+def static_offset(lq: int, lk: int, alignment: str, per_batch_lengths: bool) -> int | None:
+    """The diagonal offset when it is known from shapes alone (``None``: it varies per batch
+    entry with the lengths, so only the data knows it)."""
+    if alignment == "upper_left":
+        return 0
+    return None if per_batch_lengths else lk - lq
+
+
+def block_outside_band(rows: Block, cols: Block, offset: int | None,
+                       limits: tuple[int | None, int | None]) -> bool:
+    """True when no (i, j) of the block lies in the band: the whole block is masked, and the
+    chunked path may skip it. Decided from shapes only (never from array data)."""
+    left, right = limits
+    if offset is None:
+        return False
+    if right is not None and cols[0] > rows[1] - 1 + offset + right:
+        return True
+    return left is not None and cols[1] - 1 < rows[0] + offset - left
+
+
 def _band(
     lq: int,
     lk: int,
@@ -100,16 +132,17 @@ def _band(
     q_lengths: Array | None,
     xp: Namespace,
     device: Any,
+    rows: Block | None = None,
+    cols: Block | None = None,
 ) -> Array | None:
-    left = None if window is None else window[0]
-    right = None if window is None else window[1]
-    if causal:
-        right = 0 if right is None else min(right, 0)
+    left, right = band_limits(causal, window)
     if left is None and right is None:
         return None
-    i = xp.arange(lq, device=device)
-    j = xp.arange(lk, device=device)
-    rel = xp.reshape(j, (1, lk)) - xp.reshape(i, (lq, 1))  # key index minus query index
+    rows, cols = rows or (0, lq), cols or (0, lk)
+    i = xp.arange(rows[0], rows[1], device=device)
+    j = xp.arange(cols[0], cols[1], device=device)
+    # key index minus query index, for the block's absolute positions
+    rel = xp.reshape(j, (1, cols[1] - cols[0])) - xp.reshape(i, (rows[1] - rows[0], 1))
     if alignment == "lower_right":
         kv = lk if kv_lengths is None else _per_batch(to_dtype(xp, kv_lengths, i.dtype), xp)
         q = lq if q_lengths is None else _per_batch(to_dtype(xp, q_lengths, i.dtype), xp)
@@ -183,17 +216,45 @@ def window_mask(
 
 
 def _lengths_keep(
-    lq: int, lk: int, kv_lengths: Array | None, q_lengths: Array | None, xp: Namespace, device: Any
+    lq: int, lk: int, kv_lengths: Array | None, q_lengths: Array | None, xp: Namespace,
+    device: Any, rows: Block | None = None, cols: Block | None = None,
 ) -> Array | None:
+    rows, cols = rows or (0, lq), cols or (0, lk)
     keep = None
     if kv_lengths is not None:
-        j = xp.reshape(xp.arange(lk, device=device), (1, lk))
+        j = xp.reshape(xp.arange(cols[0], cols[1], device=device), (1, cols[1] - cols[0]))
         keep = j < _per_batch(kv_lengths, xp)
     if q_lengths is not None:
-        i = xp.reshape(xp.arange(lq, device=device), (lq, 1))
-        rows = i < _per_batch(q_lengths, xp)
-        keep = rows if keep is None else keep & rows
+        i = xp.reshape(xp.arange(rows[0], rows[1], device=device), (rows[1] - rows[0], 1))
+        in_rows = i < _per_batch(q_lengths, xp)
+        keep = in_rows if keep is None else keep & in_rows
     return keep
+
+
+def slice_block(x: Array | None, rows: Block, cols: Block) -> Array | None:
+    """The ``[rows, cols]`` block of an array broadcastable to ``(..., Lq, Lk)``; axes of size
+    1 (broadcast) are kept whole."""
+    if x is None:
+        return None
+    ci = slice(None) if x.shape[-1] == 1 else slice(*cols)
+    if x.ndim == 1:
+        return x[ci]
+    ri = slice(None) if x.shape[-2] == 1 else slice(*rows)
+    return x[..., ri, ci]
+
+
+def block_keep(
+    lq: int, lk: int, rows: Block, cols: Block, *, mask: Array | None, causal: bool,
+    window: Window | None, alignment: str, kv_lengths: Array | None, q_lengths: Array | None,
+    xp: Namespace, device: Any,
+) -> Array | None:
+    """:func:`attention_mask` restricted to one block (arguments already validated)."""
+    band = _band(
+        lq, lk, causal=causal, window=window, alignment=alignment, kv_lengths=kv_lengths,
+        q_lengths=q_lengths, xp=xp, device=device, rows=rows, cols=cols,
+    )
+    lengths = _lengths_keep(lq, lk, kv_lengths, q_lengths, xp, device, rows, cols)
+    return combine_masks(slice_block(mask, rows, cols), band, lengths)
 
 
 def length_mask(
@@ -281,11 +342,10 @@ def attention_mask(
     kv = None if kv_lengths is None else as_lengths(kv_lengths, "kv_lengths", xp, device, index)
     q = None if q_lengths is None else as_lengths(q_lengths, "q_lengths", xp, device, index)
     check_bool("mask", mask, xp, MASK_HINT)
-    band = _band(
-        lq, lk, causal=causal, window=window, alignment=alignment,
-        kv_lengths=kv, q_lengths=q, xp=xp, device=device,
+    return block_keep(
+        lq, lk, (0, lq), (0, lk), mask=mask, causal=causal, window=window,
+        alignment=alignment, kv_lengths=kv, q_lengths=q, xp=xp, device=device,
     )
-    return combine_masks(mask, band, _lengths_keep(lq, lk, kv, q, xp, device))
 
 
 def combine_masks(*masks: Array | None) -> Array | None:

@@ -172,6 +172,7 @@ def _implementation(defect: str | None) -> Any:
         dropout_p: float = 0.0,
         return_lse: bool = False,
         return_weights: bool = False,
+        chunk_size: Any = None,  # accepted for signature parity; these always go direct
         xp: Any = None,
     ) -> Any:
         with np.errstate(all="ignore"):

@@ -1,0 +1,105 @@
+"""The chunked path: query x key blocks with a running max and sum (online softmax), so the
+working memory is one block of scores instead of the whole ``Lq x Lk`` matrix.
+
+Blocks that lie entirely outside the causal/window band are skipped by shape arithmetic;
+the loops run over static shapes only, so the path traces under ``jax.jit`` and stays lazy
+on Dask. Numerically it differs from the direct path only by rounding (the running sum is
+rescaled once per key block).
+"""
+
+from __future__ import annotations
+
+import math
+
+import array_api_compat
+
+from ._namespace import Array
+from ._normalizer import Normalizer, log_normalizer
+from ._problem import Problem, block_scores, dropped, output, weighted_values
+from .masks import Block, band_limits, block_outside_band, static_offset
+
+
+def _in_place(x: Array) -> bool:
+    # Augmented assignment mutates numpy/cupy/torch arrays; for a torch tensor that autograd
+    # tracks it would destroy a value the backward pass needs.
+    return array_api_compat.is_writeable_array(x) and not getattr(x, "requires_grad", False)
+
+
+def _blocks(length: int, size: int) -> list[Block]:
+    return [(start, min(start + size, length)) for start in range(0, length, size)]
+
+
+def chunked(p: Problem, block_q: int, block_k: int, return_lse: bool,
+            return_weights: bool) -> list[Array]:
+    xp, shape = p.xp, p.shape
+    per_batch = p.kv_lengths is not None or p.q_lengths is not None
+    offset = static_offset(shape.lq, shape.lk, p.alignment, per_batch)
+    limits = band_limits(p.causal, p.window)
+    col_blocks = _blocks(shape.lk, block_k)
+    outs, lses, weight_rows = [], [], []
+    for rows in _blocks(shape.lq, block_q):
+        live = [c for c in col_blocks if not block_outside_band(rows, c, offset, limits)]
+        n = _online(p, rows, live)
+        outs.append(n.exp)  # the normalised output block (see _online)
+        if return_lse:
+            lses.append(xp.squeeze(log_normalizer(n, xp), axis=-1))
+        if return_weights:
+            weight_rows.append(_weights_row(p, rows, col_blocks, live, n))
+    results = [output(p, xp.concat(outs, axis=-2))]
+    if return_lse:
+        results.append(xp.concat(lses, axis=-1))
+    if return_weights:
+        results.append(output(p, xp.concat(weight_rows, axis=-2)))
+    return results
+
+
+def _online(p: Problem, rows: Block, cols: list[Block]) -> Normalizer:
+    """Running max / sum / weighted values over the key blocks of one query block.
+
+    Returns a :class:`Normalizer` whose ``exp`` field holds the normalised output block
+    ``(*batch, Hq, rows, Dv)`` and whose other fields describe the row sums, as
+    :func:`log_normalizer` needs them.
+    """
+    xp, shape = p.xp, p.shape
+    n_rows = rows[1] - rows[0]
+    row_max = xp.full((*shape.batch, shape.hq, n_rows, 1), -math.inf, dtype=p.acc,
+                      device=p.device)
+    total = xp.zeros((*shape.batch, shape.hq, n_rows, 1), dtype=p.acc, device=p.device)
+    acc = xp.zeros((*shape.batch, shape.hq, n_rows, shape.dv), dtype=p.acc, device=p.device)
+    shift = total
+    for block in cols:
+        s = block_scores(p, rows, block)
+        new_max = xp.maximum(row_max, xp.max(s, axis=-1, keepdims=True))
+        shift = xp.where(new_max == -math.inf, 0.0, new_max)
+        # exp(old max - new shift): 0 while nothing was attended (old max -inf), never
+        # exp(+large) as exp(0 - shift) would be; NaN when a +inf score arrives (SMX-4).
+        correction = xp.exp(row_max - shift)
+        e = xp.exp(s - shift)
+        block_sum = xp.sum(e, axis=-1, keepdims=True)
+        block_out = weighted_values(p, dropped(p, e, rows, block), block)
+        if _in_place(acc):
+            total *= correction
+            total += block_sum
+            acc *= correction
+            acc += block_out
+        else:
+            total = total * correction + block_sum
+            acc = acc * correction + block_out
+        row_max = new_max
+    safe_total = xp.where(total == 0.0, 1.0, total)
+    return Normalizer(acc / safe_total, total, safe_total, shift, row_max)
+
+
+def _weights_row(p: Problem, rows: Block, cols: list[Block], live: list[Block],
+                 n: Normalizer) -> Array:
+    """The weights of one query block, recomputed block by block from the final row sums."""
+    xp, shape = p.xp, p.shape
+    pieces = []
+    for c in cols:
+        if c in live:
+            e = xp.exp(block_scores(p, rows, c) - n.shift)
+            pieces.append(dropped(p, e, rows, c) / n.safe_total)
+        else:
+            pieces.append(xp.zeros((*shape.batch, shape.hq, rows[1] - rows[0], c[1] - c[0]),
+                                   dtype=p.acc, device=p.device))
+    return xp.concat(pieces, axis=-1)

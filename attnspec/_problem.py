@@ -1,0 +1,98 @@
+"""One attention call, validated and converted: what both paths (direct, chunked) share.
+
+``block_scores`` is the single definition of the masked scores of a (query rows x key
+columns) block: the direct path asks for one block covering everything, the chunked path
+for many. Every mask, bias and softcap rule of the spec is applied here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from ._namespace import Array, Namespace, to_dtype
+from ._validate import AttentionShape
+from .masks import Block, Window, block_keep, slice_block
+
+
+@dataclass(frozen=True)
+class Problem:
+    xp: Namespace
+    shape: AttentionShape
+    dtype: Any  # the input dtype (outputs are returned in it)
+    acc: Any  # the accumulation dtype
+    q: Array  # in acc
+    k: Array  # in acc; rows past kv_lengths zeroed (ATT-LEAK-2)
+    v: Array
+    scale: Any
+    softcap: Any
+    bias: Array | None  # in acc
+    mask: Array | None
+    causal: bool
+    window: Window | None
+    alignment: str
+    kv_lengths: Array | None
+    q_lengths: Array | None
+    dropout_mask: Array | None
+    dropout_scale: float
+    device: Any
+
+
+def block_scores(p: Problem, rows: Block, cols: Block) -> Array:
+    """Masked scores of a block, ``(*batch, Hq, rows, cols)``: ``-inf`` where masked."""
+    xp, shape = p.xp, p.shape
+    q = p.q if rows == (0, shape.lq) else p.q[..., rows[0]:rows[1], :]
+    k = p.k if cols == (0, shape.lk) else p.k[..., cols[0]:cols[1], :]
+    s = matmul_grouped(q, xp.matrix_transpose(k), shape.hq, shape.hkv, xp) * p.scale
+    if p.softcap is not None:
+        s = p.softcap * xp.tanh(s / p.softcap)
+    bias = slice_block(p.bias, rows, cols)
+    if bias is not None:
+        # A -inf bias entry masks its position even where q.k is NaN or +inf (ATT-BIAS-1).
+        s = xp.where(bias == -math.inf, -math.inf, s + bias)
+    keep = block_keep(
+        shape.lq, shape.lk, rows, cols, mask=p.mask, causal=p.causal, window=p.window,
+        alignment=p.alignment, kv_lengths=p.kv_lengths, q_lengths=p.q_lengths, xp=xp,
+        device=p.device,
+    )
+    return s if keep is None else xp.where(keep, s, -math.inf)
+
+
+def dropped(p: Problem, weights: Array, rows: Block, cols: Block) -> Array:
+    """Apply the caller's dropout keep-mask (and its 1/(1-p) scale) to a block."""
+    if p.dropout_mask is None:
+        return weights
+    weights = p.xp.where(slice_block(p.dropout_mask, rows, cols), weights, 0.0)
+    return weights if p.dropout_scale == 1.0 else weights * p.dropout_scale
+
+
+def weighted_values(p: Problem, weights: Array, cols: Block) -> Array:
+    """``weights @ v[cols]`` with grouped-query heads."""
+    v = p.v if cols == (0, p.shape.lk) else p.v[..., cols[0]:cols[1], :]
+    return matmul_grouped(weights, v, p.shape.hq, p.shape.hkv, p.xp)
+
+
+def output(p: Problem, x: Array) -> Array:
+    return to_dtype(p.xp, x, p.dtype)
+
+
+def matmul_grouped(a: Array, b: Array, hq: int, hkv: int, xp: Namespace) -> Array:
+    """``a @ b`` where ``a`` has ``Hq`` heads and ``b`` has ``Hkv``: the ``G = Hq // Hkv``
+    query heads that share a KV head are stacked along the row axis, so one matmul per KV
+    head serves the group and K/V are never copied per group (ATT-GQA-1)."""
+    if hq == hkv:
+        return xp.matmul(a, b)
+    *batch, _, rows, inner = a.shape
+    group = hq // hkv
+    # Each reshape only splits or only merges axes: Dask cannot do both in one step.
+    a = xp.reshape(a, (*batch, hkv, group, rows, inner))
+    a = xp.reshape(a, (*batch, hkv, group * rows, inner))
+    out = xp.matmul(a, b)
+    *batch, _, _, cols = out.shape
+    out = xp.reshape(out, (*batch, hkv, group, rows, cols))
+    return xp.reshape(out, (*batch, hq, rows, cols))
+
+
+def default_scale(dk: int) -> float:
+    return 1.0 / math.sqrt(dk) if dk else 1.0
