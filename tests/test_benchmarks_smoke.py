@@ -1,0 +1,141 @@
+"""The benchmark harness runs end to end and writes a well-formed results file.
+
+``benchmarks/run.py --tiny`` on tiny shapes, one round each. Only the structure of what it
+writes is checked: timing figures are never asserted (they depend on the machine and on
+whatever else runs on it).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("pytest_benchmark", reason="the harness needs pytest-benchmark")
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN = ROOT / "benchmarks" / "run.py"
+STATUSES = {"ok", "n/a", "error", "skipped", "memory-only"}
+
+
+def _targets_module():
+    spec = importlib.util.spec_from_file_location("_attnspec_bench_targets",
+                                                  ROOT / "benchmarks" / "targets.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _torch_available() -> bool:
+    from attnspec.backends import get
+
+    return get("torch-cpu").available
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, str]:
+    out = tmp_path_factory.mktemp("bench")
+    backends = ["--backend", "numpy"]
+    if _torch_available():
+        backends += ["--backend", "torch-cpu"]  # a framework with a kernel: ratios
+    cmd = [sys.executable, str(RUN), "--tiny", *backends, "--threads", "1",
+           "--json", str(out / "r.json"), "--plot", str(out / "r.png"),
+           "--markdown", str(out / "r.md")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False,
+                          cwd=out)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads((out / "r.json").read_text()), out, proc.stdout
+
+
+def test_document_header(run) -> None:
+    doc, _, _ = run
+    assert doc["schema"] == "attnspec-benchmarks/1"
+    assert doc["mode"] == "tiny"
+    assert doc["backends"][0] == "numpy"
+    assert set(doc["features"]) == {"chunk_size", "implementation", "merge"}
+    for key in ("python", "cpu_count", "versions", "loadavg_start", "loadavg_end"):
+        assert key in doc["conditions"]
+
+
+def test_machine_rates(run) -> None:
+    machine = run[0]["machine"]
+    numpy_mm = machine["matmul"]["numpy"]
+    assert numpy_mm["status"] == "ok", numpy_mm
+    assert {"n", "gflops", "time_s", "stats"} <= set(numpy_mm)
+    assert machine["memcpy"]["numpy"]["status"] == "ok"
+    assert "matmul_cpu_gflops" in machine
+    assert "memcpy_cpu_bytes_per_s" in machine
+
+
+def test_results(run) -> None:
+    doc = run[0]
+    roles = {r["config"]["role"] for r in doc["results"]}
+    assert {"sweep", "causal", "decode", "overhead", "memory"} <= roles
+    for r in doc["results"]:
+        assert {"backend", "config", "label", "flop", "variants"} <= set(r)
+        assert set(r["config"]) == {"B", "H", "Lq", "Lk", "D", "causal", "dtype", "role"}
+        for name, v in r["variants"].items():
+            where = f"{r['backend']} {r['label']} {name}"
+            assert v["status"] in STATUSES, where
+            assert v["status"] != "error", f"{where}: {v.get('reason')}"
+            if v["status"] == "ok":
+                assert v["time_s"] > 0, where
+                assert {"gflops", "stats", "fraction_of_matmul"} <= set(v), where
+                assert v["stats"]["rounds"] >= 1, where
+            if v["status"] == "n/a":
+                assert v["reason"], where
+            mem = v.get("memory")
+            if mem is not None:
+                assert mem["status"] in STATUSES, where
+                assert mem["status"] != "error", f"{where}: {mem.get('reason')}"
+                if mem["status"] == "ok":
+                    assert mem["peak_extra_bytes"] >= 0, where
+
+
+def test_variants_per_backend(run) -> None:
+    doc = run[0]
+    sweep = [r for r in doc["results"] if r["config"]["role"] == "sweep"]
+    numpy_rows = [r for r in sweep if r["backend"] == "numpy"]
+    assert numpy_rows
+    for r in numpy_rows:
+        assert r["variants"]["kernel"]["status"] == "n/a"  # NumPy has no attention kernel
+        assert r["variants"]["auto"]["status"] == "ok"
+        assert r["variants"]["auto"]["memory"]["status"] == "ok"
+    overhead = next(r for r in doc["results"]
+                    if r["config"]["role"] == "overhead" and r["backend"] == "numpy")
+    assert overhead["variants"]["bare"]["status"] == "ok"
+    for r in sweep:
+        if r["backend"] == "torch-cpu":
+            assert r["variants"]["kernel"]["status"] == "ok"
+            assert r["variants"]["auto"]["ratio_to_kernel"] > 0
+    feats = doc["features"]
+    for r in sweep:
+        for name in ("direct", "chunked"):
+            assert (r["variants"][name]["status"] == "ok") == feats["chunk_size"]
+
+
+def test_targets(run) -> None:
+    doc = run[0]
+    expected = [t[0] for t in _targets_module().TARGETS]
+    assert [t["id"] for t in doc["targets"]] == expected
+    for t in doc["targets"]:
+        assert t["status"] in {"PASS", "MISS", "n/a"}, t
+        assert t["threshold"]
+        if t["status"] == "n/a":
+            assert t["note"]
+
+
+def test_outputs(run) -> None:
+    _, out, stdout = run
+    assert "== targets" in stdout
+    md = (out / "r.md").read_text()
+    assert "| target |" in md
+    assert "| backend |" in md
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert (out / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    else:
+        assert "no plot: matplotlib is not installed" in stdout
