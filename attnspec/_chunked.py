@@ -39,8 +39,8 @@ def chunked(p: Problem, block_q: int, block_k: int, return_lse: bool,
     outs, lses, weight_rows = [], [], []
     for rows in _blocks(shape.lq, block_q):
         live = [c for c in col_blocks if not block_outside_band(rows, c, offset, limits)]
-        n = _online(p, rows, live)
-        outs.append(n.exp)  # the normalised output block (see _online)
+        out, n = _online(p, rows, live)
+        outs.append(out)
         if return_lse:
             lses.append(xp.squeeze(log_normalizer(n, xp), axis=-1))
         if return_weights:
@@ -53,12 +53,12 @@ def chunked(p: Problem, block_q: int, block_k: int, return_lse: bool,
     return results
 
 
-def _online(p: Problem, rows: Block, cols: list[Block]) -> Normalizer:
+def _online(p: Problem, rows: Block, cols: list[Block]) -> tuple[Array, Normalizer]:
     """Running max / sum / weighted values over the key blocks of one query block.
 
-    Returns a :class:`Normalizer` whose ``exp`` field holds the normalised output block
-    ``(*batch, Hq, rows, Dv)`` and whose other fields describe the row sums, as
-    :func:`log_normalizer` needs them.
+    Returns the normalised output block ``(*batch, Hq, rows, Dv)`` and the row statistics
+    (a :class:`Normalizer` without ``exp``: only :func:`log_normalizer` and the weights
+    recomputation read it).
     """
     xp, shape = p.xp, p.shape
     n_rows = rows[1] - rows[0]
@@ -87,7 +87,7 @@ def _online(p: Problem, rows: Block, cols: list[Block]) -> Normalizer:
             acc = acc * correction + block_out
         row_max = new_max
     safe_total = xp.where(total == 0.0, 1.0, total)
-    return Normalizer(acc / safe_total, total, safe_total, shift, row_max)
+    return acc / safe_total, Normalizer(None, total, safe_total, shift, row_max)
 
 
 def _weights_row(p: Problem, rows: Block, cols: list[Block], live: list[Block],

@@ -16,7 +16,7 @@ from ._namespace import (
     to_dtype,
 )
 from ._problem import Problem, default_scale
-from .masks import Window, as_lengths, check_alignment, check_window, key_padding
+from .masks import Window, as_lengths, check_band_options, key_padding
 
 __all__ = ["choose_blocks", "scaled_dot_product_attention"]
 
@@ -153,10 +153,7 @@ def scaled_dot_product_attention(
     check.check_positive_real("softcap", softcap, allow_array=True)
     dropout_p = check.check_dropout(dropout_p, dropout_mask)
     check.check_chunk_size(chunk_size)
-    check_alignment(alignment)
-    window = check_window(window)
-    if not isinstance(causal, bool):
-        raise TypeError(f"causal must be a bool; got {type(causal).__name__}")
+    window = check_band_options(causal, window, alignment)
 
     device = array_api_compat.device(query)
     index = xp.arange(1, device=device).dtype
@@ -166,9 +163,6 @@ def scaled_dot_product_attention(
     if q_lengths is not None:
         q_lengths = as_lengths(q_lengths, "q_lengths", xp, device, index)
         check.check_lengths_shape("q_lengths", q_lengths, shape.batch)
-    if mask is not None and mask.dtype != xp.bool:
-        raise TypeError(f"mask must be a bool array; got dtype {mask.dtype}{check.MASK_HINT}")
-
     acc = accumulation_dtype(xp, query.dtype)
     q, k, v = (to_dtype(xp, x, acc) for x in (query, key, value))
     if kv_lengths is not None:

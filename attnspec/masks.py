@@ -62,6 +62,22 @@ def check_window(window: object) -> Window | None:
     return (window[0], window[1])
 
 
+def check_band_options(causal: object, window: object, alignment: object) -> Window | None:
+    """Validate ``causal``, ``window`` and ``alignment``; returns the window as a tuple."""
+    if not isinstance(causal, bool):
+        raise TypeError(f"causal must be a bool; got {type(causal).__name__}")
+    check_alignment(alignment)
+    return check_window(window)
+
+
+def _device_of(*arrays: Any) -> Any:
+    """The device of the first array argument (``None`` when there is none)."""
+    for a in arrays:
+        if array_api_compat.is_array_api_obj(a):
+            return array_api_compat.device(a)
+    return None
+
+
 def _check_size(name: str, n: object) -> int:
     try:
         n = operator.index(n)  # type: ignore[arg-type]
@@ -282,8 +298,7 @@ def length_mask(
     lq, lk = _check_size("lq", lq), _check_size("lk", lk)
     xp = namespace(kv_lengths, q_lengths, xp=xp)
     if device is None:
-        arrays = [a for a in (kv_lengths, q_lengths) if array_api_compat.is_array_api_obj(a)]
-        device = array_api_compat.device(arrays[0]) if arrays else None
+        device = _device_of(kv_lengths, q_lengths)
     index = xp.arange(1, device=device).dtype
     kv = None if kv_lengths is None else as_lengths(kv_lengths, "kv_lengths", xp, device, index)
     q = None if q_lengths is None else as_lengths(q_lengths, "q_lengths", xp, device, index)
@@ -332,12 +347,8 @@ def attention_mask(
     lq, lk = _check_size("lq", lq), _check_size("lk", lk)
     xp = namespace(mask, kv_lengths, q_lengths, xp=xp)
     if device is None:
-        arrays = [a for a in (mask, kv_lengths, q_lengths) if array_api_compat.is_array_api_obj(a)]
-        device = array_api_compat.device(arrays[0]) if arrays else None
-    if not isinstance(causal, bool):
-        raise TypeError(f"causal must be a bool; got {type(causal).__name__}")
-    window = check_window(window)
-    alignment = check_alignment(alignment)
+        device = _device_of(mask, kv_lengths, q_lengths)
+    window = check_band_options(causal, window, alignment)
     index = xp.arange(1, device=device).dtype
     kv = None if kv_lengths is None else as_lengths(kv_lengths, "kv_lengths", xp, device, index)
     q = None if q_lengths is None else as_lengths(q_lengths, "q_lengths", xp, device, index)

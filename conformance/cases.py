@@ -296,13 +296,10 @@ def _mha_inputs(case: Case, rng: np.random.Generator) -> dict[str, Any]:
     x_kv = round_to(rng.standard_normal((*batch, lk, embed)), case.dtype)
     inputs: dict[str, Any] = {
         "query": x_q, "key": x_kv if p.get("cross") else x_q,
+        "value": x_kv if p.get("cross") else x_q,
         "w_q": w(embed, hq * dk), "w_k": w(embed, hkv * dk), "w_v": w(embed, hkv * dk),
         "w_o": w(hq * dk, embed), "num_heads": hq, "num_kv_heads": hkv,
     }
-    if not p.get("cross"):
-        inputs["value"] = inputs["key"] = x_q
-    else:
-        inputs["value"] = x_kv
     if p.get("biases"):
         for name, n in (("b_q", hq * dk), ("b_k", hkv * dk), ("b_v", hkv * dk), ("b_o", embed)):
             inputs[name] = round_to(rng.standard_normal(n) * 0.1, case.dtype)

@@ -148,8 +148,13 @@ def _grade_file(case: Case, path: Path, result: CaseResult) -> None:
     except Exception as exc:  # an unreadable file is that case's error, not the run's
         result.outcome, result.message = Outcome.ERROR, f"cannot read {path.name}: {exc}"
         return
-    inputs = make_inputs(case)
-    g = grade(case, got, {}, golden(case, inputs), naive(case, inputs))
+    from .runner import prepare
+
+    prepared = prepare(case)
+    if prepared.error:
+        result.outcome, result.message = Outcome.ERROR, prepared.error
+        return
+    g = grade(case, got, {}, prepared.golden, prepared.naive)
     result.outcome = Outcome.PASS if g.passed else Outcome.FAIL
     result.max_error, result.tolerance, result.ratio = g.max_error, g.tolerance, g.ratio
     result.message = g.message
