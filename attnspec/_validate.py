@@ -8,7 +8,9 @@ import math
 import numbers
 from typing import Any, NamedTuple
 
-from ._namespace import Array, Namespace, is_real_floating
+import array_api_compat
+
+from ._namespace import Array, Namespace, check_same_namespace, is_real_floating, namespace
 from ._shapes import broadcast_shapes, broadcasts_to, fmt
 
 
@@ -139,3 +141,47 @@ def check_chunk_size(chunk_size: Any) -> None:
     raise TypeError(
         f"chunk_size must be an int, a (block_q, block_k) pair or None; got {chunk_size!r}"
     )
+
+
+class AttentionArguments(NamedTuple):
+    xp: Namespace
+    shape: AttentionShape
+    device: Any
+    window: Any  # the (left, right) band, or None
+    kv_lengths: Array | None  # as an index-dtype array on the query's device
+    q_lengths: Array | None
+    dropout_p: float
+
+
+def attention_arguments(query, key, value, *, mask, bias, causal, window, alignment, scale,
+                        softcap, kv_lengths, q_lengths, dropout_mask, dropout_p, chunk_size,
+                        xp) -> AttentionArguments:
+    """Every check of ``scaled_dot_product_attention``'s arguments, in one place."""
+    from .masks import as_lengths, check_band_options
+
+    xp = namespace(query, key, value, xp=xp)
+    check_same_namespace(
+        xp, key=key, value=value, mask=mask, bias=bias, kv_lengths=kv_lengths,
+        q_lengths=q_lengths, dropout_mask=dropout_mask,
+    )
+    shape = attention_shape(query, key, value, xp)
+    check_bool("mask", mask, xp, MASK_HINT)
+    check_bool("dropout_mask", dropout_mask, xp)
+    check_bias(bias, xp)
+    for name, arr in (("mask", mask), ("bias", bias), ("dropout_mask", dropout_mask)):
+        check_broadcast(name, arr, shape.scores, "the scores' shape (*batch, Hq, Lq, Lk)")
+    check_positive_real("scale", scale, allow_array=True)
+    check_positive_real("softcap", softcap, allow_array=True)
+    dropout_p = check_dropout(dropout_p, dropout_mask)
+    check_chunk_size(chunk_size)
+    window = check_band_options(causal, window, alignment)
+
+    device = array_api_compat.device(query)
+    index = xp.arange(1, device=device).dtype
+    if kv_lengths is not None:
+        kv_lengths = as_lengths(kv_lengths, "kv_lengths", xp, device, index)
+        check_lengths_shape("kv_lengths", kv_lengths, shape.batch)
+    if q_lengths is not None:
+        q_lengths = as_lengths(q_lengths, "q_lengths", xp, device, index)
+        check_lengths_shape("q_lengths", q_lengths, shape.batch)
+    return AttentionArguments(xp, shape, device, window, kv_lengths, q_lengths, dropout_p)

@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-import array_api_compat
-
 from . import _validate as check
 from ._chunked import chunked
 from ._direct import direct
-from ._namespace import (
-    Array,
-    Namespace,
-    accumulation_dtype,
-    check_same_namespace,
-    namespace,
-    to_dtype,
-)
+from ._namespace import Array, Namespace, accumulation_dtype, to_dtype
 from ._problem import Problem, default_scale
-from .masks import Window, as_lengths, check_band_options, key_padding
+from .masks import Window, key_padding
 
 __all__ = ["choose_blocks", "scaled_dot_product_attention"]
 
@@ -138,31 +129,15 @@ def scaled_dot_product_attention(
     >>> lse
     Array([[      -inf, 1.09861229]], dtype=array_api_strict.float64)
     """
-    xp = namespace(query, key, value, xp=xp)
-    check_same_namespace(
-        xp, key=key, value=value, mask=mask, bias=bias, kv_lengths=kv_lengths,
-        q_lengths=q_lengths, dropout_mask=dropout_mask,
+    args = check.attention_arguments(
+        query, key, value, mask=mask, bias=bias, causal=causal, window=window,
+        alignment=alignment, scale=scale, softcap=softcap, kv_lengths=kv_lengths,
+        q_lengths=q_lengths, dropout_mask=dropout_mask, dropout_p=dropout_p,
+        chunk_size=chunk_size, xp=xp,
     )
-    shape = check.attention_shape(query, key, value, xp)
-    check.check_bool("mask", mask, xp, check.MASK_HINT)
-    check.check_bool("dropout_mask", dropout_mask, xp)
-    check.check_bias(bias, xp)
-    for name, arr in (("mask", mask), ("bias", bias), ("dropout_mask", dropout_mask)):
-        check.check_broadcast(name, arr, shape.scores, "the scores' shape (*batch, Hq, Lq, Lk)")
-    check.check_positive_real("scale", scale, allow_array=True)
-    check.check_positive_real("softcap", softcap, allow_array=True)
-    dropout_p = check.check_dropout(dropout_p, dropout_mask)
-    check.check_chunk_size(chunk_size)
-    window = check_band_options(causal, window, alignment)
-
-    device = array_api_compat.device(query)
-    index = xp.arange(1, device=device).dtype
-    if kv_lengths is not None:
-        kv_lengths = as_lengths(kv_lengths, "kv_lengths", xp, device, index)
-        check.check_lengths_shape("kv_lengths", kv_lengths, shape.batch)
-    if q_lengths is not None:
-        q_lengths = as_lengths(q_lengths, "q_lengths", xp, device, index)
-        check.check_lengths_shape("q_lengths", q_lengths, shape.batch)
+    xp, shape, device = args.xp, args.shape, args.device
+    kv_lengths, q_lengths, window = args.kv_lengths, args.q_lengths, args.window
+    dropout_p = args.dropout_p
     acc = accumulation_dtype(xp, query.dtype)
     q, k, v = (to_dtype(xp, x, acc) for x in (query, key, value))
     if kv_lengths is not None:
