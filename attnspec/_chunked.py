@@ -10,12 +10,20 @@ rescaled once per key block).
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import array_api_compat
 
 from ._namespace import Array
 from ._normalizer import Normalizer, log_normalizer
-from ._problem import Problem, block_scores, dropped, output, weighted_values
+from ._problem import (
+    Problem,
+    block_scores,
+    dropped,
+    output,
+    transposed_copy,
+    weighted_values,
+)
 from .masks import Block, band_limits, block_outside_band, static_offset
 
 
@@ -36,8 +44,11 @@ def chunked(p: Problem, block_q: int, block_k: int, return_lse: bool,
     offset = static_offset(shape.lq, shape.lk, p.alignment, per_batch)
     limits = band_limits(p.causal, p.window)
     col_blocks = _blocks(shape.lk, block_k)
+    row_blocks = _blocks(shape.lq, block_q)
+    if len(row_blocks) > 1 and not array_api_compat.is_lazy_array(p.k):
+        p = replace(p, kt=transposed_copy(p.k, xp))
     outs, lses, weight_rows = [], [], []
-    for rows in _blocks(shape.lq, block_q):
+    for rows in row_blocks:
         live = [c for c in col_blocks if not block_outside_band(rows, c, offset, limits)]
         out, n = _online(p, rows, live)
         outs.append(out)
@@ -61,32 +72,46 @@ def _online(p: Problem, rows: Block, cols: list[Block]) -> tuple[Array, Normaliz
     recomputation read it).
     """
     xp, shape = p.xp, p.shape
-    n_rows = rows[1] - rows[0]
-    row_max = xp.full((*shape.batch, shape.hq, n_rows, 1), -math.inf, dtype=p.acc,
-                      device=p.device)
-    total = xp.zeros((*shape.batch, shape.hq, n_rows, 1), dtype=p.acc, device=p.device)
-    acc = xp.zeros((*shape.batch, shape.hq, n_rows, shape.dv), dtype=p.acc, device=p.device)
-    shift = total
+    row_max = total = acc = shift = None
     for block in cols:
         s = block_scores(p, rows, block)
-        new_max = xp.maximum(row_max, xp.max(s, axis=-1, keepdims=True))
+        block_max = xp.max(s, axis=-1, keepdims=True)
+        new_max = block_max if row_max is None else xp.maximum(row_max, block_max)
         shift = xp.where(new_max == -math.inf, 0.0, new_max)
-        # exp(old max - new shift): 0 while nothing was attended (old max -inf), never
-        # exp(+large) as exp(0 - shift) would be; NaN when a +inf score arrives (SMX-4).
-        correction = xp.exp(row_max - shift)
-        e = xp.exp(s - shift)
+        if _in_place(s):
+            s -= shift  # s is this block's own scratch array
+            e = xp.exp(s)
+        else:
+            e = xp.exp(s - shift)
         block_sum = xp.sum(e, axis=-1, keepdims=True)
         block_out = weighted_values(p, dropped(p, e, rows, block), block)
-        if _in_place(acc):
-            total *= correction
-            total += block_sum
-            acc *= correction
-            acc += block_out
+        if row_max is None:
+            # The first block needs no rescaling: nothing has been accumulated yet.
+            total, acc = block_sum, block_out
         else:
-            total = total * correction + block_sum
-            acc = acc * correction + block_out
+            # exp(old max - new shift): 0 while nothing was attended (old max -inf), never
+            # exp(+large) as exp(0 - shift) would be; NaN when a +inf score arrives (SMX-4).
+            correction = xp.exp(row_max - shift)
+            if _in_place(acc):
+                total *= correction
+                total += block_sum
+                acc *= correction
+                acc += block_out
+            else:
+                total = total * correction + block_sum
+                acc = acc * correction + block_out
         row_max = new_max
+    if row_max is None:  # no live key block: every row of this block is empty
+        n_rows = rows[1] - rows[0]
+        stats = (*shape.batch, shape.hq, n_rows, 1)
+        row_max = xp.full(stats, -math.inf, dtype=p.acc, device=p.device)
+        total = shift = xp.zeros(stats, dtype=p.acc, device=p.device)
+        acc = xp.zeros((*shape.batch, shape.hq, n_rows, shape.dv), dtype=p.acc,
+                       device=p.device)
     safe_total = xp.where(total == 0.0, 1.0, total)
+    if _in_place(acc):
+        acc /= safe_total
+        return acc, Normalizer(None, total, safe_total, shift, row_max)
     return acc / safe_total, Normalizer(None, total, safe_total, shift, row_max)
 
 

@@ -22,7 +22,7 @@ class Problem:
     shape: AttentionShape
     dtype: Any  # the input dtype (outputs are returned in it)
     acc: Any  # the accumulation dtype
-    q: Array  # in acc
+    q: Array  # in acc, already multiplied by ``scale`` (one pass over Lq x D, not Lq x Lk)
     k: Array  # in acc; rows past kv_lengths zeroed (ATT-LEAK-2)
     v: Array
     scale: Any
@@ -37,14 +37,22 @@ class Problem:
     dropout_mask: Array | None
     dropout_scale: float
     device: Any
+    #: ``key`` transposed to ``(*batch, Hkv, Dk, Lk)`` in its own row-major copy, or None.
+    #: The chunked path makes it once so that each block's ``q @ k^T`` reads a plain matrix;
+    #: torch otherwise copies the transposed key inside every block's matmul.
+    kt: Array | None = None
 
 
 def block_scores(p: Problem, rows: Block, cols: Block) -> Array:
     """Masked scores of a block, ``(*batch, Hq, rows, cols)``: ``-inf`` where masked."""
     xp, shape = p.xp, p.shape
     q = p.q if rows == (0, shape.lq) else p.q[..., rows[0]:rows[1], :]
-    k = p.k if cols == (0, shape.lk) else p.k[..., cols[0]:cols[1], :]
-    s = matmul_grouped(q, xp.matrix_transpose(k), shape.hq, shape.hkv, xp) * p.scale
+    if p.kt is not None:
+        kt = p.kt if cols == (0, shape.lk) else p.kt[..., cols[0]:cols[1]]
+    else:
+        k = p.k if cols == (0, shape.lk) else p.k[..., cols[0]:cols[1], :]
+        kt = xp.matrix_transpose(k)
+    s = matmul_grouped(q, kt, shape.hq, shape.hkv, xp)
     if p.softcap is not None:
         s = p.softcap * xp.tanh(s / p.softcap)
     bias = slice_block(p.bias, rows, cols)
@@ -96,3 +104,11 @@ def matmul_grouped(a: Array, b: Array, hq: int, hkv: int, xp: Namespace) -> Arra
 
 def default_scale(dk: int) -> float:
     return 1.0 / math.sqrt(dk) if dk else 1.0
+
+
+def transposed_copy(k: Array, xp: Namespace) -> Array:
+    """``matrix_transpose(k)`` laid out row-major: reshaping a transposed view through one
+    flat axis cannot be a view, so every library copies it in the new order."""
+    *batch, length, dim = k.shape
+    flat = xp.reshape(xp.matrix_transpose(k), (*batch, dim * length))
+    return xp.reshape(flat, (*batch, dim, length))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import array_api_compat
+
 from . import _validate as check
 from ._chunked import chunked
 from ._direct import direct
@@ -11,16 +13,27 @@ from .masks import Window, key_padding
 
 __all__ = ["choose_blocks", "scaled_dot_product_attention"]
 
-#: The direct path's score matrix may take this many bytes before ``chunk_size=None``
-#: switches to the chunked path.
-DIRECT_LIMIT_BYTES = 64 * 2**20
-#: Block sizes of the chunked path chosen by ``chunk_size=None``: large enough for BLAS to
-#: run near its peak, small enough that a block of float32 scores stays ~16 MiB per head.
-BLOCK_Q, BLOCK_K = 1024, 4096
+#: ``chunk_size=None`` keeps one block of float32 scores (all batch entries and heads, a slab
+#: of query rows, a span of keys) near this size: small enough to stay in the CPU caches
+#: between the matmul, the exponential and the second matmul, which is where the fused
+#: kernels get their speed. Measured on a 2-core Xeon (benchmarks/): 2-8 MiB is the plateau.
+BLOCK_BYTES = 4 * 2**20
+#: Accelerators and lazy graphs (JAX under jit, Dask) want few, large blocks instead: every
+#: block is a kernel launch or a graph node, and XLA/Dask schedule memory themselves.
+LARGE_BLOCK_BYTES = 256 * 2**20
+#: Key blocks longer than this are split (online softmax) even when memory allows more.
+BLOCK_K = 8192
+#: Query blocks are multiples of this many rows (no ragged BLAS panels), unless Lq is smaller.
+ROW_QUANTUM = 16
 
 
-def choose_blocks(shape, chunk_size, return_weights: bool) -> tuple[int, int] | None:
-    """``(block_q, block_k)`` for the chunked path, or ``None`` for the direct path."""
+def choose_blocks(shape, chunk_size, return_weights: bool, large: bool = False
+                  ) -> tuple[int, int] | None:
+    """``(block_q, block_k)`` for the chunked path, or ``None`` for the direct path.
+
+    ``large``: the arrays live on an accelerator or in a lazy graph (see
+    :data:`LARGE_BLOCK_BYTES`).
+    """
     if chunk_size == 0 or 0 in (shape.lq, shape.lk):
         return None
     if chunk_size is not None:
@@ -28,9 +41,22 @@ def choose_blocks(shape, chunk_size, return_weights: bool) -> tuple[int, int] | 
     heads = shape.hq
     for n in shape.batch:
         heads *= n
-    if return_weights or heads * shape.lq * shape.lk * 4 <= DIRECT_LIMIT_BYTES:
+    budget = LARGE_BLOCK_BYTES if large else BLOCK_BYTES
+    if return_weights or (large and heads * shape.lq * shape.lk * 4 <= budget):
         return None
-    return min(shape.lq, BLOCK_Q), min(shape.lk, BLOCK_K)
+    block_k = min(shape.lk, BLOCK_K)
+    rows = budget // (4 * heads * block_k)
+    block_q = max(ROW_QUANTUM, rows - rows % ROW_QUANTUM)
+    if block_q >= shape.lq and block_k == shape.lk:
+        return None  # one block is the direct path, without the running statistics
+    return min(shape.lq, block_q), block_k
+
+
+def _large_blocks(x, xp) -> bool:
+    """Large blocks for lazy arrays (traced JAX, Dask) and for accelerator memory."""
+    if array_api_compat.is_lazy_array(x) or array_api_compat.is_cupy_namespace(xp):
+        return True
+    return any(tag in str(array_api_compat.device(x)).lower() for tag in ("cuda", "gpu", "mps"))
 
 
 def scaled_dot_product_attention(
@@ -139,20 +165,23 @@ def scaled_dot_product_attention(
     kv_lengths, q_lengths, window = args.kv_lengths, args.q_lengths, args.window
     dropout_p = args.dropout_p
     acc = accumulation_dtype(xp, query.dtype)
-    q, k, v = (to_dtype(xp, x, acc) for x in (query, key, value))
+    scale = default_scale(shape.dk) if scale is None else scale
+    # Scaling q (Lq x D) instead of the scores (Lq x Lk) saves a pass over every score;
+    # the product is a new array, so the caller's query is never touched.
+    q, k, v = to_dtype(xp, query, acc) * scale, to_dtype(xp, key, acc), to_dtype(xp, value, acc)
     if kv_lengths is not None:
         real_key = key_padding(shape.lk, kv_lengths, xp, device)
         k = xp.where(real_key, k, 0.0)
         v = xp.where(real_key, v, 0.0)
     problem = Problem(
         xp=xp, shape=shape, dtype=query.dtype, acc=acc, q=q, k=k, v=v,
-        scale=default_scale(shape.dk) if scale is None else scale, softcap=softcap,
+        scale=scale, softcap=softcap,
         bias=None if bias is None else to_dtype(xp, bias, acc), mask=mask, causal=causal,
         window=window, alignment=alignment, kv_lengths=kv_lengths, q_lengths=q_lengths,
         dropout_mask=dropout_mask,
         dropout_scale=1.0 / (1.0 - dropout_p) if dropout_p > 0.0 else 1.0, device=device,
     )
-    blocks = choose_blocks(shape, chunk_size, return_weights)
+    blocks = choose_blocks(shape, chunk_size, return_weights, _large_blocks(q, xp))
     if blocks is None:
         results = direct(problem, return_lse, return_weights)
     else:

@@ -183,14 +183,27 @@ def test_chunked_gradients_match_direct_and_stay_finite(xb):
 
 
 def test_heuristic_chooses_the_path():
-    """Direct while the scores are small or weights are asked for; chunked beyond."""
+    """Cache-sized blocks on the CPU, few large blocks for lazy/accelerator arrays, the direct
+    path when weights are asked for; an explicit chunk_size is taken as given."""
+    from attnspec.attention import BLOCK_BYTES, BLOCK_K, LARGE_BLOCK_BYTES, ROW_QUANTUM
     from attnspec._validate import AttentionShape
 
     small = AttentionShape((2,), 8, 8, 128, 128, 64, 64)
     big = AttentionShape((1,), 1, 1, 32768, 32768, 64, 64)
-    assert choose_blocks(small, None, False) is None
+    mid = AttentionShape((2,), 8, 8, 1024, 1024, 64, 64)
     assert choose_blocks(big, None, True) is None
-    assert choose_blocks(big, None, False) == (1024, 4096)
+    assert choose_blocks(AttentionShape((), 1, 1, 4, 8, 8, 8), None, False) is None  # one block
+    # Lazy / accelerator arrays: direct while the scores fit the large budget.
+    assert choose_blocks(small, None, False, large=True) is None
+    bq, bk = choose_blocks(big, None, False, large=True)
+    assert bq * bk * 4 <= LARGE_BLOCK_BYTES and bk == BLOCK_K
+    for shape in (mid, big):
+        bq, bk = choose_blocks(shape, None, False)
+        heads = shape.batch[0] * shape.hq
+        assert bk == min(shape.lk, BLOCK_K)
+        assert bq == shape.lq or bq % ROW_QUANTUM == 0
+        assert heads * bq * bk * 4 <= BLOCK_BYTES or bq == ROW_QUANTUM
+    assert choose_blocks(mid, None, False)[0] < mid.lq  # several query blocks
     assert choose_blocks(small, 0, False) is None
     assert choose_blocks(small, 16, False) == (16, 16)
     assert choose_blocks(small, (4, 8), False) == (4, 8)
