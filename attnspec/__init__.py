@@ -6,7 +6,8 @@ PyTorch, JAX, array-api-strict and Dask. Its meaning is fixed by ``docs/spec.md`
 
 from __future__ import annotations
 
-from .attention import scaled_dot_product_attention
+from . import native
+from .attention import native_plan, scaled_dot_product_attention
 from .layout import bhld_to_blhd, blhd_to_bhld, merge_heads, split_heads
 from .masks import (
     attention_mask,
@@ -35,6 +36,8 @@ __all__ = [
     "merge",
     "merge_heads",
     "multi_head_attention",
+    "native",
+    "native_plan",
     "scaled_dot_product_attention",
     "softmax",
     "split_heads",

@@ -5,13 +5,15 @@ from __future__ import annotations
 import array_api_compat
 
 from . import _validate as check
+from . import native as _native
 from ._chunked import chunked
 from ._direct import direct
 from ._namespace import Array, Namespace, accumulation_dtype, to_dtype
 from ._problem import Problem, default_scale
 from .masks import Window, key_padding
+from .native import IMPLEMENTATIONS, NativeCall, Plan
 
-__all__ = ["choose_blocks", "scaled_dot_product_attention"]
+__all__ = ["choose_blocks", "native_plan", "scaled_dot_product_attention"]
 
 #: ``chunk_size=None`` keeps one block of float32 scores (all batch entries and heads, a slab
 #: of query rows, a span of keys) near this size: small enough to stay in the CPU caches
@@ -79,6 +81,7 @@ def scaled_dot_product_attention(
     return_lse: bool = False,
     return_weights: bool = False,
     chunk_size: int | tuple[int, int] | None = None,
+    implementation: str = "portable",
     xp: Namespace | None = None,
 ) -> Array | tuple[Array, ...]:
     """Scaled dot-product attention as defined by ``docs/spec.md``.
@@ -127,6 +130,14 @@ def scaled_dot_product_attention(
         band are skipped. ``None`` (default): direct while the score matrix is small
         (<= 64 MiB) or the weights are requested, chunked otherwise. Both paths give the
         same results up to rounding.
+    implementation : {"portable", "auto", "native"}
+        ``"portable"`` (default): attnspec's own Array API code. ``"auto"``: the
+        framework's fused kernel (torch SDPA, ``jax.nn.dot_product_attention``; see
+        :mod:`attnspec.native`) when, for these arguments, it computes exactly the spec's
+        result (no ``mask``/``bias``/``softcap``/``window``/``q_lengths``/dropout/``lse``/
+        ``weights``, a dtype and alignment the kernel gets right), else the portable path.
+        ``"native"``: the kernel or a ``ValueError`` saying why not.
+        :func:`attnspec.native_plan` tells which path a call takes.
     xp : namespace, optional
         The array namespace; inferred from the inputs by default.
 
@@ -155,6 +166,7 @@ def scaled_dot_product_attention(
     >>> lse
     Array([[      -inf, 1.09861229]], dtype=array_api_strict.float64)
     """
+    _check_implementation(implementation)
     args = check.attention_arguments(
         query, key, value, mask=mask, bias=bias, causal=causal, window=window,
         alignment=alignment, scale=scale, softcap=softcap, kv_lengths=kv_lengths,
@@ -164,6 +176,22 @@ def scaled_dot_product_attention(
     xp, shape, device = args.xp, args.shape, args.device
     kv_lengths, q_lengths, window = args.kv_lengths, args.q_lengths, args.window
     dropout_p = args.dropout_p
+    if implementation != "portable":
+        options = dict(
+            mask=mask, bias=bias, softcap=softcap, window=_band(window), q_lengths=q_lengths,
+            dropout_mask=dropout_mask, return_lse=return_lse, return_weights=return_weights,
+            chunk_size=chunk_size,
+        )
+        call = NativeCall(xp, query, key, value, shape, causal, alignment,
+                          default_scale(shape.dk) if scale is None else scale, kv_lengths,
+                          device)
+        kernel, reason = _native.plan(call, options)
+        if kernel is not None:
+            return kernel(_zero_padding(call))
+        if implementation == "native":
+            raise ValueError(f"implementation='native': no native kernel takes this call "
+                             f"({reason}); implementation='auto' falls back to the portable "
+                             "path")
     acc = accumulation_dtype(xp, query.dtype)
     scale = default_scale(shape.dk) if scale is None else scale
     # Scaling q (Lq x D) instead of the scores (Lq x Lk) saves a pass over every score;
@@ -187,3 +215,72 @@ def scaled_dot_product_attention(
     else:
         results = chunked(problem, *blocks, return_lse, return_weights)
     return results[0] if len(results) == 1 else tuple(results)
+
+
+def _check_implementation(implementation: object) -> None:
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(f"implementation must be one of {', '.join(map(repr, IMPLEMENTATIONS))}"
+                         f"; got {implementation!r}")
+
+
+def _band(window: Window | None) -> Window | None:
+    """The window, or ``None`` when it masks nothing (``(None, None)``)."""
+    return None if window is None or tuple(window) == (None, None) else window
+
+
+def _zero_padding(call: NativeCall) -> NativeCall:
+    """Key and value rows past ``kv_lengths`` set to 0, so that whatever an unused KV-cache
+    slot holds (NaN, inf) cannot reach a kernel's ``0 * NaN`` (ATT-LEAK-2)."""
+    if call.kv_lengths is None:
+        return call
+    xp = call.xp
+    real_key = key_padding(call.shape.lk, call.kv_lengths, xp, call.device)
+    return call._replace(key=xp.where(real_key, call.key, 0.0),
+                         value=xp.where(real_key, call.value, 0.0))
+
+
+def native_plan(query: Array, key: Array, value: Array, /, **options) -> Plan:
+    """Which path ``scaled_dot_product_attention(query, key, value, **options,
+    implementation="auto")`` takes, and why.
+
+    Returns
+    -------
+    Plan
+        ``Plan(kernel, reason)``: ``kernel`` is the native kernel's name, or ``None`` for
+        the portable path with ``reason`` saying why no kernel takes the call.
+
+    Examples
+    --------
+    >>> import array_api_strict as xp
+    >>> import attnspec
+    >>> q = xp.zeros((1, 2, 4))
+    >>> attnspec.native_plan(q, q, q, causal=True).kernel is None
+    True
+    """
+    options.pop("implementation", None)
+    for name in ("return_lse", "return_weights", "dropout_p"):
+        options.setdefault(name, False if name != "dropout_p" else 0.0)
+    checked = {k: options.pop(k, None) for k in (
+        "mask", "bias", "window", "scale", "softcap", "kv_lengths", "q_lengths",
+        "dropout_mask", "chunk_size", "xp")}
+    causal = options.pop("causal", False)
+    alignment = options.pop("alignment", "upper_left")
+    return_lse, return_weights = options.pop("return_lse"), options.pop("return_weights")
+    dropout_p = options.pop("dropout_p")
+    if options:
+        raise TypeError(f"native_plan() got unexpected keyword arguments: {sorted(options)}")
+    args = check.attention_arguments(
+        query, key, value, causal=causal, alignment=alignment, dropout_p=dropout_p,
+        **checked,
+    )
+    scale = checked["scale"]
+    call = NativeCall(args.xp, query, key, value, args.shape, causal, alignment,
+                      default_scale(args.shape.dk) if scale is None else scale,
+                      args.kv_lengths, args.device)
+    kernel, reason = _native.plan(call, dict(
+        mask=checked["mask"], bias=checked["bias"], softcap=checked["softcap"],
+        window=_band(args.window), q_lengths=checked["q_lengths"],
+        dropout_mask=checked["dropout_mask"], return_lse=return_lse,
+        return_weights=return_weights, chunk_size=checked["chunk_size"],
+    ))
+    return Plan(None if kernel is None else kernel.name, reason)

@@ -4,8 +4,9 @@ Built-in names: ``attnspec[<backend>]`` for every backend of :mod:`attnspec.back
 (``attnspec`` alone means ``attnspec[<backend>]`` for the ``backend`` argument), and the
 native implementations ``torch.sdpa``, ``torch.mha``, ``jax.dot_product_attention``,
 ``torch.softmax``, ``jax.softmax``, ``scipy.softmax``, ``onnxruntime.attention`` and
-``flash_attn``. Anything else of the form ``module:callable`` is a user's function (see
-:mod:`.user`).
+``flash_attn``, and attnspec's own native dispatch ``attnspec.native.torch`` /
+``attnspec.native.jax`` (``implementation="native"``). Anything else of the form
+``module:callable`` is a user's function (see :mod:`.user`).
 
 Building an adapter imports no framework; :meth:`Adapter.unavailable` is the first thing
 that does. Every adapter pickles to "its class and arguments", so a worker process
@@ -37,6 +38,8 @@ NATIVE: dict[str, str] = {
     "scipy.softmax": "softmax_native:ScipySoftmaxAdapter",
     "onnxruntime.attention": "onnxruntime_attention:OnnxruntimeAttentionAdapter",
     "flash_attn": "flash_attn:FlashAttnAdapter",
+    "attnspec.native.torch": "attnspec_native:AttnspecNativeTorchAdapter",
+    "attnspec.native.jax": "attnspec_native:AttnspecNativeJaxAdapter",
 }
 
 # ``device`` names of a GPU, and backends that run only on one

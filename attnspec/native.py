@@ -1,0 +1,129 @@
+"""Native fast paths: hand a call to a framework's own fused attention kernel when, for the
+arguments given, that kernel computes exactly what ``docs/spec.md`` defines.
+
+This module imports no framework. Kernels live elsewhere (``attnspec.backends`` ships torch
+SDPA and ``jax.nn.dot_product_attention``) and are found through the ``attnspec.native``
+entry-point group, or added at run time with :func:`register`. A kernel is asked two
+things: whether it *declines* a call (and why), and to run it. It may only accept calls
+whose every output (and gradient) the conformance suite has measured to agree with the
+spec, including the non-finite cases (masked NaN keys, empty rows): ``attnspec check``
+grades each kernel through ``implementation="native"`` as its own implementation.
+
+Which path a call takes depends only on static facts (namespace, dtype, shapes, which
+options are set), never on array values, so the choice is the same under ``jax.jit``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from importlib import metadata
+from typing import Any, NamedTuple, Protocol
+
+from ._namespace import Array, Namespace
+from ._validate import AttentionShape
+
+__all__ = ["IMPLEMENTATIONS", "NativeCall", "NativeKernel", "Plan", "kernels", "plan",
+           "register"]
+
+#: Values of ``scaled_dot_product_attention(implementation=...)``.
+IMPLEMENTATIONS = ("portable", "native", "auto")
+#: The entry-point group kernels are registered under.
+ENTRY_POINT_GROUP = "attnspec.native"
+
+
+class NativeCall(NamedTuple):
+    """A validated call in the terms a kernel needs. Only calls without ``mask``, ``bias``,
+    ``softcap``, ``window``, ``q_lengths``, dropout, ``return_lse``/``return_weights`` or
+    an explicit ``chunk_size`` reach a kernel; with ``kv_lengths`` the key and value rows
+    past each length are already zeroed when :meth:`NativeKernel.__call__` runs."""
+
+    xp: Namespace
+    query: Array
+    key: Array
+    value: Array
+    shape: AttentionShape
+    causal: bool
+    alignment: str
+    scale: Any  # a float, or a 0-d array under jax.jit
+    kv_lengths: Array | None
+    device: Any
+
+
+class NativeKernel(Protocol):
+    #: The name reports and :func:`plan` use, e.g. ``"torch.nn.functional.sdpa"``.
+    name: str
+
+    def handles(self, xp: Namespace) -> bool:
+        """Whether arrays of namespace ``xp`` are this kernel's (cheap; imports nothing)."""
+
+    def decline(self, call: NativeCall) -> str | None:
+        """Why the kernel would not compute the spec's result for ``call``; ``None`` when
+        it would."""
+
+    def __call__(self, call: NativeCall) -> Array:
+        """The attention output, shape ``(*batch, Hq, Lq, Dv)`` in the input dtype."""
+
+
+class Plan(NamedTuple):
+    """What ``implementation="auto"`` does with a call: the kernel's name, or ``None`` for
+    the portable path and the reason."""
+
+    kernel: str | None
+    reason: str
+
+
+_registered: list[Any] = []
+_loaded = False
+
+
+def register(kernel: NativeKernel) -> None:
+    """Add ``kernel`` ahead of the ones found so far (a later registration wins)."""
+    for attr in ("name", "handles", "decline", "__call__"):
+        if not hasattr(kernel, attr):
+            raise TypeError(f"kernel must have a {attr!r} attribute (see NativeKernel); "
+                            f"got {type(kernel).__name__}")
+    _registered.insert(0, kernel)
+
+
+def kernels() -> list[NativeKernel]:
+    """Every registered kernel, entry points included, in the order they are tried."""
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        for entry in metadata.entry_points(group=ENTRY_POINT_GROUP):
+            try:
+                _registered.append(entry.load())
+            except Exception as exc:  # a broken plugin must not break attention
+                warnings.warn(f"attnspec: native kernel {entry.name!r} ({entry.value}) "
+                              f"failed to load and is skipped: {exc!r}", RuntimeWarning,
+                              stacklevel=3)
+    return list(_registered)
+
+
+def unsupported_option(options: dict[str, Any]) -> str | None:
+    """The first option no native kernel takes (they all go to the portable path)."""
+    for name, value in options.items():
+        if value is not None and value is not False:
+            return f"{name}= is computed by the portable path only"
+    return None
+
+
+def plan(call: NativeCall, options: dict[str, Any]) -> tuple[NativeKernel | None, str]:
+    """The kernel that takes ``call`` (first that handles its namespace and does not
+    decline), or ``None`` and why none does."""
+    reason = unsupported_option(options)
+    if reason is not None:
+        return None, reason
+    if 0 in (call.shape.lq, call.shape.lk, call.shape.dk, call.shape.dv):
+        return None, "empty dimensions are computed by the portable path"
+    reasons = []
+    for kernel in kernels():
+        if not kernel.handles(call.xp):
+            continue
+        why = kernel.decline(call)
+        if why is None:
+            return kernel, ""
+        reasons.append(f"{kernel.name}: {why}")
+    if not reasons:
+        return None, f"no native kernel is registered for {call.xp.__name__} arrays"
+    return None, "; ".join(reasons)

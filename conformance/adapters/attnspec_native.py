@@ -1,0 +1,70 @@
+"""``attnspec.native.torch`` / ``attnspec.native.jax``: attnspec with
+``implementation="native"``, graded as implementations of their own.
+
+A dispatch to a framework kernel is only as good as its measured agreement, so these
+adapters run every case the kernel accepts through the kernel (and nothing else): a case
+the dispatch sends to the portable path is "not applicable", with the reason
+:func:`attnspec.native_plan` gives. A failure here means the dispatch rule in
+``attnspec/backends/native_*.py`` accepts a call the kernel gets wrong.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attnspec
+
+from ..cases import Case, make_inputs
+from ..features import FEATURES
+from ._native import NativeAdapter
+
+__all__ = ["AttnspecNativeJaxAdapter", "AttnspecNativeTorchAdapter"]
+
+_OPTIONS = ("mask", "bias", "causal", "window", "alignment", "scale", "softcap",
+            "kv_lengths", "q_lengths", "dropout_mask", "dropout_p")
+
+
+class _AttnspecNative(NativeAdapter):
+    ops = frozenset({"attention"})
+    # Every feature but the extra outputs: the kernels return ``out`` only.
+    features = frozenset(FEATURES) - {"lse", "weights"}
+
+    def versions(self) -> dict[str, str]:
+        return {"attnspec": attnspec.__version__, **super().versions()}
+
+    def not_applicable(self, case: Case) -> str | None:
+        reason = super().not_applicable(case)
+        if reason is not None:
+            return reason
+        args = self.to_backend(case, make_inputs(case))
+        try:
+            plan = attnspec.native_plan(args["query"], args["key"], args["value"],
+                                        **_options(args))
+        except (TypeError, ValueError):
+            return None  # an invalid call: graded on the error it raises
+        return None if plan.kernel else f"portable path: {plan.reason}"
+
+    def call(self, case: Case, args: dict[str, Any]) -> dict[str, Any]:
+        out = attnspec.scaled_dot_product_attention(
+            args["query"], args["key"], args["value"], implementation="native",
+            **_options(args),
+        )
+        return {"out": out}
+
+
+def _options(args: dict[str, Any]) -> dict[str, Any]:
+    return {k: args[k] for k in _OPTIONS if k in args}
+
+
+class AttnspecNativeTorchAdapter(_AttnspecNative):
+    name = "attnspec.native.torch"
+    description = "attnspec implementation='native' (torch SDPA where it dispatches)"
+    backends = ("torch-cpu", "torch-cuda")
+    distributions = ("torch",)
+
+
+class AttnspecNativeJaxAdapter(_AttnspecNative):
+    name = "attnspec.native.jax"
+    description = "attnspec implementation='native' (jax.nn.dot_product_attention)"
+    backends = ("jax-cpu", "jax-gpu")
+    distributions = ("jax", "jaxlib")
