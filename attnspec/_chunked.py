@@ -15,7 +15,7 @@ from dataclasses import replace
 import array_api_compat
 
 from ._namespace import Array
-from ._normalizer import Normalizer, log_normalizer
+from ._normalizer import Normalizer, log_normalizer, max_along
 from ._problem import (
     Problem,
     block_scores,
@@ -75,7 +75,7 @@ def _online(p: Problem, rows: Block, cols: list[Block]) -> tuple[Array, Normaliz
     row_max = total = acc = shift = None
     for block in cols:
         s = block_scores(p, rows, block)
-        block_max = xp.max(s, axis=-1, keepdims=True)
+        block_max = max_along(s, -1, xp)
         new_max = block_max if row_max is None else xp.maximum(row_max, block_max)
         shift = xp.where(new_max == -math.inf, 0.0, new_max)
         if _in_place(s):

@@ -1,7 +1,13 @@
-"""Namespace and dtype resolution shared by every public function."""
+"""Namespace, device and dtype resolution shared by every public function.
+
+Everything here reads types, dtypes and devices only, never array values, so it costs
+nothing under ``jax.jit`` and never computes a Dask graph.
+"""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Mapping
 from types import ModuleType
 from typing import Any, TypeAlias
 
@@ -13,43 +19,93 @@ Array: TypeAlias = Any
 Namespace: TypeAlias = ModuleType
 
 
-def namespace(*arrays: Array | None, xp: Namespace | None = None) -> Namespace:
-    """Return the array namespace of ``arrays`` (``None`` and Python scalars are ignored).
+def is_array(x: Any) -> bool:
+    """True for an array of any Array API namespace that array_api_compat knows."""
+    return bool(array_api_compat.is_array_api_obj(x))
 
-    An explicit ``xp`` wins. A plain framework module that is not itself an Array API
-    namespace (``torch``, ``dask.array``) is replaced by its ``array_api_compat`` wrapper,
-    so users may pass ``xp=torch``.
-    """
-    if xp is not None:
-        if hasattr(xp, "__array_api_version__"):
-            return xp
-        return array_api_compat.array_namespace(xp.asarray(0.0))
-    candidates = [a for a in arrays if a is not None and not isinstance(a, (bool, int, float))]
-    if not candidates:
+
+def label(xp: Namespace) -> str:
+    """A namespace's name as users know it (``numpy``, not ``array_api_compat.numpy``)."""
+    return xp.__name__.removeprefix("array_api_compat.")
+
+
+@functools.cache
+def _canonical(xp: Namespace) -> Namespace:
+    # The namespace array_api_compat returns for this module's own arrays: ``numpy``,
+    # ``torch`` and ``dask.array`` map to their array_api_compat wrappers, so an explicit
+    # ``xp=numpy`` and an inferred namespace compare equal.
+    return array_api_compat.array_namespace(xp.asarray(0))
+
+
+def explicit_namespace(xp: Any) -> Namespace:
+    """``xp=`` as given by the caller, as the namespace that inference would give."""
+    if not callable(getattr(xp, "asarray", None)):
         raise TypeError(
-            "no array argument to infer the array namespace from; pass xp= "
+            "xp must be an array namespace (a module such as numpy, torch or "
+            f"array_api_strict); got {type(xp).__name__}"
+        )
+    return _canonical(xp)
+
+
+def namespace_of(
+    xp: Any,
+    arrays: Mapping[str, Any],
+    *,
+    func: str = "",
+    required: tuple[str, ...] = (),
+) -> Namespace:
+    """The one namespace of the named array arguments, checked argument by argument.
+
+    ``xp`` wins when given; otherwise the first array in ``arrays`` decides. Every other
+    value that is not ``None`` must be an array of that namespace, else a ``TypeError``
+    names it. Names in ``required`` may not be ``None``.
+    """
+    where = f"{func}: " if func else ""
+    ns = None if xp is None else explicit_namespace(xp)
+    ref = "" if ns is None else f"xp= is {label(ns)}"
+    for name, a in arrays.items():
+        if a is None:
+            if name in required:
+                raise TypeError(f"{where}{name} must be an array; got None")
+            continue
+        if not is_array(a):
+            raise TypeError(f"{where}{name} must be an array; got {type(a).__name__}")
+        other = array_api_compat.array_namespace(a)
+        if ns is None:
+            ns, ref = other, f"{name} is a {label(other)} array"
+        elif other is not ns:
+            raise TypeError(
+                f"{where}{name} is a {label(other)} array but {ref}; all arrays of one call "
+                "must come from one namespace (convert with from_dlpack or asarray first)"
+            )
+    if ns is None:
+        raise TypeError(
+            f"{where}no array argument to infer the array namespace from; pass xp= "
             "(e.g. xp=array_api_strict)"
         )
-    return array_api_compat.array_namespace(*candidates)
+    return ns
 
 
-def check_same_namespace(xp: Namespace, **arrays: Array | None) -> None:
-    """Raise ``TypeError`` naming the first argument whose namespace is not ``xp``."""
-    for name, arr in arrays.items():
-        if arr is None or isinstance(arr, (bool, int, float)):
+def check_same_device(arrays: Mapping[str, Any], *, func: str = "") -> Any:
+    """Raise ``ValueError`` naming the first array that is not on the first array's device.
+
+    Returns that device (``None`` when there is no array). A device that is unknown
+    (``None``: a JAX tracer under ``jax.jit``) matches every device.
+    """
+    where = f"{func}: " if func else ""
+    ref_name, ref = None, None
+    for name, a in arrays.items():
+        if not is_array(a):
             continue
-        try:
-            other = array_api_compat.array_namespace(arr)
-        except TypeError:
-            raise TypeError(
-                f"{name} must be an array of the same namespace as query "
-                f"({xp.__name__}); got {type(arr).__name__}"
-            ) from None
-        if other is not xp:
-            raise TypeError(
-                f"{name} is a {other.__name__} array but query is a {xp.__name__} array; "
-                "all arrays must come from one namespace"
+        d = array_api_compat.device(a)
+        if ref_name is None:
+            ref_name, ref = name, d
+        elif d is not None and ref is not None and d != ref:
+            raise ValueError(
+                f"{where}{name} is on device {d} but {ref_name} is on device {ref}; all arrays "
+                "of one call must be on one device"
             )
+    return ref
 
 
 def accumulation_dtype(xp: Namespace, dtype: Any) -> Any:

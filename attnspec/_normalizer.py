@@ -24,14 +24,20 @@ class Normalizer(NamedTuple):
     row_max: Array  # the raw row max: -inf for empty rows, +inf or NaN where present
 
 
+def max_along(x: Array, axis: int, xp: Namespace) -> Array:
+    """``max(x, axis, keepdims=True)``, ``-inf`` along an empty axis; an array with no
+    elements at all gets no reduction (Dask's ``max`` of a zero-size array fails when
+    computed)."""
+    if 0 in x.shape:
+        shape = tuple(1 if a == axis % x.ndim else n for a, n in enumerate(x.shape))
+        return xp.full(shape, -math.inf, dtype=x.dtype, device=array_api_compat.device(x))
+    return xp.max(x, axis=axis, keepdims=True)
+
+
 def normalizer(x: Array, axis: int, xp: Namespace) -> Normalizer:
     """Max-subtracted exponentials of ``x`` along ``axis``; ``-inf`` entries get no mass."""
-    if x.shape[axis] == 0:
-        # No entries at all is the emptiest row there is; max() of nothing is an error.
-        shape = tuple(1 if a == axis % x.ndim else n for a, n in enumerate(x.shape))
-        row_max = xp.full(shape, -math.inf, dtype=x.dtype, device=array_api_compat.device(x))
-    else:
-        row_max = xp.max(x, axis=axis, keepdims=True)
+    # No entries at all is the emptiest row there is; max() of nothing is an error.
+    row_max = max_along(x, axis, xp)
     shift = xp.where(row_max == -math.inf, 0.0, row_max)
     # A +inf entry gives inf - inf = NaN here, which is the specified result (SMX-4).
     e = xp.exp(x - shift)

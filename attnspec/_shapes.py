@@ -24,3 +24,9 @@ def broadcasts_to(shape: Sequence[int], target: Sequence[int]) -> bool:
 
 def fmt(shape: Sequence[int]) -> str:
     return "(" + ", ".join(str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def is_static(shape: Sequence[object]) -> bool:
+    """False when a dimension is unknown: ``None`` (the standard's marker) or NaN (Dask,
+    after boolean indexing)."""
+    return all(n is not None and n == n for n in shape)

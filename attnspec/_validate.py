@@ -1,17 +1,71 @@
-"""Argument checks for attention: every failure names the argument, what was expected and
-the offending shape or dtype. Checks read shapes and dtypes only, never array values, so
-they cost nothing under ``jax.jit`` and never force a Dask computation."""
+"""Argument checks: every failure names the argument, what was expected and the offending
+shape, dtype or value (spec rule ATT-ARG-1; the full list is docs/errors.md). Checks read
+types, shapes, dtypes and devices only, never array values, so they cost nothing under
+``jax.jit`` and never force a Dask computation."""
 
 from __future__ import annotations
 
 import math
 import numbers
+import operator
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-import array_api_compat
+from ._namespace import (
+    Array,
+    Namespace,
+    check_same_device,
+    is_array,
+    is_integer,
+    is_real_floating,
+    namespace_of,
+    to_dtype,
+)
+from ._shapes import broadcast_shapes, broadcasts_to, fmt, is_static
 
-from ._namespace import Array, Namespace, check_same_namespace, is_real_floating, namespace
-from ._shapes import broadcast_shapes, broadcasts_to, fmt
+ALIGNMENTS = ("upper_left", "lower_right")
+Window = tuple[int | None, int | None]
+MASK_HINT = " (True = may attend); an additive float mask goes in bias="
+
+
+def _at(func: str) -> str:
+    return f"{func}: " if func else ""
+
+
+def shape_of(name: str, x: Array, func: str = "") -> tuple[int, ...]:
+    """``x.shape``; a ``ValueError`` when a dimension is unknown (``None`` or NaN)."""
+    shape = tuple(x.shape)
+    if not is_static(shape):
+        raise ValueError(
+            f"{_at(func)}{name} has shape {fmt(shape)} with unknown dimensions; attnspec "
+            "checks and plans from static shapes (for Dask, call compute_chunk_sizes() first)"
+        )
+    return shape
+
+
+def check_real_floating(name: str, x: Array, xp: Namespace, func: str = "") -> None:
+    if not is_real_floating(xp, x.dtype):
+        raise TypeError(f"{_at(func)}{name} must have a real floating dtype; got {x.dtype}")
+
+
+def check_bool(name: str, x: Array | None, xp: Namespace, hint: str = "", func: str = "") -> None:
+    if x is not None and x.dtype != xp.bool:
+        raise TypeError(f"{_at(func)}{name} must be a bool array; got dtype {x.dtype}{hint}")
+
+
+def check_flag(name: str, value: Any, func: str = "") -> None:
+    """A Python bool: options that choose code paths or outputs must be static."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{_at(func)}{name} must be a bool; got {type(value).__name__}")
+
+
+def check_size(name: str, n: object) -> int:
+    """A static length such as ``lq``: a Python int >= 0."""
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+        raise TypeError(f"{name} must be an int; got {type(n).__name__}")
+    if n < 0:
+        raise ValueError(f"{name} must be >= 0; got {n}")
+    return operator.index(n)
 
 
 class AttentionShape(NamedTuple):
@@ -29,21 +83,22 @@ class AttentionShape(NamedTuple):
 
 
 def attention_shape(query: Array, key: Array, value: Array, xp: Namespace) -> AttentionShape:
+    shapes = {}
     for name, x in (("query", query), ("key", key), ("value", value)):
         if x.ndim < 3:
             raise ValueError(
                 f"{name} must have shape (*batch, heads, length, head_dim); got {fmt(x.shape)}"
             )
-        if not is_real_floating(xp, x.dtype):
-            raise TypeError(f"{name} must have a real floating dtype; got {x.dtype}")
+        shapes[name] = shape_of(name, x)
+        check_real_floating(name, x, xp)
     if not query.dtype == key.dtype == value.dtype:
         raise TypeError(
             "query, key and value must share one dtype; got "
             f"{query.dtype}, {key.dtype}, {value.dtype}"
         )
-    *bq, hq, lq, dk = query.shape
-    *bk, hkv, lk, dk2 = key.shape
-    *bv, hv, lv, dv = value.shape
+    *bq, hq, lq, dk = shapes["query"]
+    *bk, hkv, lk, dk2 = shapes["key"]
+    *bv, hv, lv, dv = shapes["value"]
     if dk2 != dk:
         raise ValueError(
             f"key head_dim {dk2} (key shape {fmt(key.shape)}) must equal query head_dim {dk} "
@@ -54,7 +109,11 @@ def attention_shape(query: Array, key: Array, value: Array, xp: Namespace) -> At
             f"value shape {fmt(value.shape)} must match key shape {fmt(key.shape)} in heads and "
             "length"
         )
-    if hkv < 1 or hq % hkv:
+    if hkv < 1:
+        raise ValueError(
+            f"key must have at least one head; got key shape {fmt(key.shape)} (0 heads)"
+        )
+    if hq % hkv:
         raise ValueError(
             f"query heads ({hq}) must be a multiple of key/value heads ({hkv}) for grouped-query "
             f"attention; got query {fmt(query.shape)}, key {fmt(key.shape)}"
@@ -68,19 +127,13 @@ def attention_shape(query: Array, key: Array, value: Array, xp: Namespace) -> At
     return AttentionShape(batch, hq, hkv, lq, lk, dk, dv)
 
 
-def check_broadcast(name: str, x: Array | None, target: tuple[int, ...], what: str) -> None:
-    if x is not None and not broadcasts_to(x.shape, target):
+def check_broadcast(name: str, x: Array | None, target: tuple[int, ...], what: str,
+                    func: str = "") -> None:
+    if x is not None and not broadcasts_to(shape_of(name, x, func), target):
         raise ValueError(
-            f"{name} of shape {fmt(x.shape)} does not broadcast to {what} {fmt(target)}"
+            f"{_at(func)}{name} of shape {fmt(x.shape)} does not broadcast to {what} "
+            f"{fmt(target)}"
         )
-
-
-MASK_HINT = " (True = may attend); an additive float mask goes in bias="
-
-
-def check_bool(name: str, x: Array | None, xp: Namespace, hint: str = "") -> None:
-    if x is not None and x.dtype != xp.bool:
-        raise TypeError(f"{name} must be a bool array; got dtype {x.dtype}{hint}")
 
 
 def check_bias(bias: Array | None, xp: Namespace) -> None:
@@ -90,24 +143,62 @@ def check_bias(bias: Array | None, xp: Namespace) -> None:
 
 
 def check_lengths_shape(name: str, lengths: Array | None, batch: tuple[int, ...]) -> None:
-    if lengths is not None and not broadcasts_to(lengths.shape, batch):
+    if lengths is not None and not broadcasts_to(shape_of(name, lengths), batch):
         raise ValueError(
             f"{name} of shape {fmt(lengths.shape)} must broadcast to the batch shape "
             f"{fmt(batch)} (one length per sequence)"
         )
 
 
-def check_positive_real(name: str, value: Any, *, allow_array: bool) -> None:
-    """A Python real > 0; under ``jax.jit`` a traced 0-d array is let through unchecked."""
+def _python_ints(x: Any) -> list[int]:
+    """The ints of a (nested) Python sequence, for a sign check before conversion."""
+    if isinstance(x, numbers.Integral) and not isinstance(x, bool):
+        return [int(x)]
+    if isinstance(x, Sequence) and not isinstance(x, (str, bytes)):
+        return [n for item in x for n in _python_ints(item)]
+    return []
+
+
+def as_lengths(lengths: Any, name: str, xp: Namespace, device: Any, index_dtype: Any) -> Array:
+    """``kv_lengths``/``q_lengths`` as an integer array of the index dtype.
+
+    An int or a (nested) sequence of ints is static, so its sign is checked here; the values
+    of an array are the caller's contract (docs/errors.md).
+    """
+    python_int = isinstance(lengths, numbers.Integral) and not isinstance(lengths, bool)
+    sequence = isinstance(lengths, Sequence) and not isinstance(lengths, (str, bytes))
+    if python_int or sequence:
+        if any(n < 0 for n in _python_ints(lengths)):
+            raise ValueError(f"{name} must be >= 0 (a number of positions); got {lengths!r}")
+        try:
+            lengths = xp.asarray(lengths, device=device)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(
+                f"{name} must be a rectangular sequence of ints; got {lengths!r} ({exc})"
+            ) from None
+    elif not is_array(lengths) or isinstance(lengths, numbers.Number):
+        raise TypeError(f"{name} must be an integer array or int; got {type(lengths).__name__}")
+    if not is_integer(xp, lengths.dtype):
+        raise TypeError(f"{name} must have an integer dtype; got {lengths.dtype}")
+    return to_dtype(xp, lengths, index_dtype)
+
+
+def check_positive_real(name: str, value: Any, xp: Namespace) -> None:
+    """A Python real > 0, or a 0-d real floating array (a value traced under ``jax.jit``),
+    whose value is then the caller's contract."""
     if value is None:
         return
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
         if not (math.isfinite(value) and value > 0):
             raise ValueError(f"{name} must be a finite number > 0; got {value!r}")
         return
-    if allow_array and getattr(value, "ndim", None) == 0:
-        return
-    raise TypeError(f"{name} must be a real number; got {type(value).__name__}")
+    if not is_array(value):
+        raise TypeError(f"{name} must be a real number; got {type(value).__name__}")
+    if value.ndim != 0:
+        raise ValueError(
+            f"{name} must be a number or a 0-d array; got an array of shape {fmt(value.shape)}"
+        )
+    check_real_floating(name, value, xp)
 
 
 def check_dropout(dropout_p: Any, dropout_mask: Array | None) -> float:
@@ -118,7 +209,8 @@ def check_dropout(dropout_p: Any, dropout_mask: Array | None) -> float:
     if dropout_p > 0.0 and dropout_mask is None:
         raise ValueError(
             "dropout_p > 0 needs dropout_mask= (a bool keep-mask): the Array API standard has "
-            "no random numbers, so the caller draws them"
+            f"no random numbers, so the caller draws them; got dropout_p={dropout_p!r} and "
+            "dropout_mask=None"
         )
     return float(dropout_p)
 
@@ -143,6 +235,53 @@ def check_chunk_size(chunk_size: Any) -> None:
     )
 
 
+def check_alignment(alignment: object) -> str:
+    if not isinstance(alignment, str):
+        raise TypeError(
+            "alignment must be a str, 'upper_left' or 'lower_right'; got "
+            f"{type(alignment).__name__}"
+        )
+    if alignment not in ALIGNMENTS:
+        raise ValueError(f"alignment must be 'upper_left' or 'lower_right'; got {alignment!r}")
+    return alignment
+
+
+def check_window(window: object) -> Window | None:
+    """Validate ``window``: ``None`` or a ``(left, right)`` pair of ints >= 0 or ``None``."""
+    if window is None:
+        return None
+    if not isinstance(window, (tuple, list)) or len(window) != 2:
+        raise ValueError(
+            "window must be a (left, right) pair of non-negative ints or None (unbounded); "
+            f"got {window!r}"
+        )
+    sides = []
+    for side, w in zip(("left", "right"), window, strict=True):
+        if w is not None:
+            if isinstance(w, bool) or not isinstance(w, numbers.Integral):
+                raise TypeError(f"window {side} must be an int or None; got {type(w).__name__}")
+            if w < 0:
+                raise ValueError(
+                    f"window {side} must be >= 0 (use None for unbounded, not -1); got {w}"
+                )
+            w = operator.index(w)
+        sides.append(w)
+    return (sides[0], sides[1])
+
+
+def check_band_options(causal: object, window: object, alignment: object) -> Window | None:
+    """Validate ``causal``, ``window`` and ``alignment``; returns the window as a tuple."""
+    if not isinstance(causal, bool):
+        raise TypeError(f"causal must be a bool; got {type(causal).__name__}")
+    check_alignment(alignment)
+    return check_window(window)
+
+
+def _scalar_array(x: Any) -> Any:
+    """``x`` when it is an array (it then takes part in the namespace and device checks)."""
+    return x if is_array(x) and not isinstance(x, numbers.Real) else None
+
+
 class AttentionArguments(NamedTuple):
     xp: Namespace
     shape: AttentionShape
@@ -157,26 +296,26 @@ def attention_arguments(query, key, value, *, mask, bias, causal, window, alignm
                         softcap, kv_lengths, q_lengths, dropout_mask, dropout_p, chunk_size,
                         xp) -> AttentionArguments:
     """Every check of ``scaled_dot_product_attention``'s arguments, in one place."""
-    from .masks import as_lengths, check_band_options
-
-    xp = namespace(query, key, value, xp=xp)
-    check_same_namespace(
-        xp, key=key, value=value, mask=mask, bias=bias, kv_lengths=kv_lengths,
-        q_lengths=q_lengths, dropout_mask=dropout_mask,
-    )
+    arrays = {
+        "query": query, "key": key, "value": value, "mask": mask, "bias": bias,
+        "dropout_mask": dropout_mask, "kv_lengths": _scalar_array(kv_lengths),
+        "q_lengths": _scalar_array(q_lengths), "scale": _scalar_array(scale),
+        "softcap": _scalar_array(softcap),
+    }
+    xp = namespace_of(xp, arrays, required=("query", "key", "value"))
+    device = check_same_device(arrays)
     shape = attention_shape(query, key, value, xp)
     check_bool("mask", mask, xp, MASK_HINT)
     check_bool("dropout_mask", dropout_mask, xp)
     check_bias(bias, xp)
     for name, arr in (("mask", mask), ("bias", bias), ("dropout_mask", dropout_mask)):
         check_broadcast(name, arr, shape.scores, "the scores' shape (*batch, Hq, Lq, Lk)")
-    check_positive_real("scale", scale, allow_array=True)
-    check_positive_real("softcap", softcap, allow_array=True)
+    check_positive_real("scale", scale, xp)
+    check_positive_real("softcap", softcap, xp)
     dropout_p = check_dropout(dropout_p, dropout_mask)
     check_chunk_size(chunk_size)
     window = check_band_options(causal, window, alignment)
 
-    device = array_api_compat.device(query)
     index = xp.arange(1, device=device).dtype
     if kv_lengths is not None:
         kv_lengths = as_lengths(kv_lengths, "kv_lengths", xp, device, index)

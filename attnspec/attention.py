@@ -36,13 +36,13 @@ def choose_blocks(shape, chunk_size, return_weights: bool, large: bool = False
     ``large``: the arrays live on an accelerator or in a lazy graph (see
     :data:`LARGE_BLOCK_BYTES`).
     """
-    if chunk_size == 0 or 0 in (shape.lq, shape.lk):
-        return None
-    if chunk_size is not None:
-        return (chunk_size, chunk_size) if isinstance(chunk_size, int) else tuple(chunk_size)
     heads = shape.hq
     for n in shape.batch:
         heads *= n
+    if chunk_size == 0 or 0 in (shape.lq, shape.lk, heads):
+        return None
+    if chunk_size is not None:
+        return (chunk_size, chunk_size) if isinstance(chunk_size, int) else tuple(chunk_size)
     budget = LARGE_BLOCK_BYTES if large else BLOCK_BYTES
     if return_weights or (large and heads * shape.lq * shape.lk * 4 <= budget):
         return None

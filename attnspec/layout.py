@@ -7,14 +7,14 @@ trailing axes that ``matmul`` contracts.
 
 from __future__ import annotations
 
-from ._namespace import Array, Namespace, namespace
+from ._namespace import Array, Namespace, namespace_of
 from ._shapes import fmt
 
 __all__ = ["bhld_to_blhd", "blhd_to_bhld", "merge_heads", "split_heads"]
 
 
 def _swap_last_but_one(x: Array, name: str, xp: Namespace | None) -> Array:
-    xp = namespace(x, xp=xp)
+    xp = namespace_of(xp, {"x": x}, func=name, required=("x",))
     if x.ndim < 3:
         raise ValueError(f"{name}: x must have at least 3 axes; got shape {fmt(x.shape)}")
     axes = (*range(x.ndim - 3), x.ndim - 2, x.ndim - 3, x.ndim - 1)
@@ -50,9 +50,11 @@ def split_heads(x: Array, /, num_heads: int, *, xp: Namespace | None = None) -> 
     >>> split_heads(xp.zeros((3, 5, 12)), 4).shape
     (3, 4, 5, 3)
     """
-    xp = namespace(x, xp=xp)
+    xp = namespace_of(xp, {"x": x}, func="split_heads", required=("x",))
     if x.ndim < 2:
         raise ValueError(f"split_heads: x must have at least 2 axes; got shape {fmt(x.shape)}")
+    if isinstance(num_heads, bool) or not isinstance(num_heads, int):
+        raise TypeError(f"split_heads: num_heads must be an int; got {type(num_heads).__name__}")
     if num_heads < 1 or x.shape[-1] % num_heads:
         raise ValueError(
             f"split_heads: last axis of size {x.shape[-1]} (x shape {fmt(x.shape)}) is not "
@@ -64,6 +66,6 @@ def split_heads(x: Array, /, num_heads: int, *, xp: Namespace | None = None) -> 
 
 def merge_heads(x: Array, /, *, xp: Namespace | None = None) -> Array:
     """``(*batch, H, L, D)`` -> ``(*batch, L, H*D)``; the inverse of :func:`split_heads`."""
-    xp = namespace(x, xp=xp)
+    xp = namespace_of(xp, {"x": x}, func="merge_heads", required=("x",))
     y = bhld_to_blhd(x, xp=xp)
     return xp.reshape(y, (*y.shape[:-2], y.shape[-2] * y.shape[-1]))

@@ -13,14 +13,31 @@ The diagonal: query row ``i`` is aligned with key ``i + offset`` where ``offset`
 from __future__ import annotations
 
 import math
-import operator
-from collections.abc import Sequence
 from typing import Any
 
 import array_api_compat
 
-from ._namespace import Array, Namespace, is_integer, namespace, to_dtype
-from ._validate import MASK_HINT, check_bool
+from ._namespace import (
+    Array,
+    Namespace,
+    check_same_device,
+    is_array,
+    label,
+    namespace_of,
+    to_dtype,
+)
+from ._shapes import broadcast_shapes, fmt
+from ._validate import (
+    MASK_HINT,
+    Window,
+    as_lengths,
+    check_alignment,
+    check_band_options,
+    check_bool,
+    check_size,
+    check_window,
+    shape_of,
+)
 
 __all__ = [
     "attention_mask",
@@ -31,72 +48,28 @@ __all__ = [
     "window_mask",
 ]
 
-ALIGNMENTS = ("upper_left", "lower_right")
-Window = tuple[int | None, int | None]
+
+def _lengths_arrays(kv_lengths: Any, q_lengths: Any) -> dict[str, Any]:
+    """The lengths that are arrays (ints and sequences of ints are converted later)."""
+    return {n: a for n, a in (("kv_lengths", kv_lengths), ("q_lengths", q_lengths))
+            if is_array(a)}
 
 
-def check_alignment(alignment: object) -> str:
-    if alignment not in ALIGNMENTS:
-        raise ValueError(f"alignment must be 'upper_left' or 'lower_right'; got {alignment!r}")
-    return alignment  # type: ignore[return-value]
-
-
-def check_window(window: object) -> Window | None:
-    """Validate ``window``: ``None`` or a ``(left, right)`` pair of ints >= 0 or ``None``."""
-    if window is None:
-        return None
-    if not isinstance(window, (tuple, list)) or len(window) != 2:
+def _builder_lengths(kv_lengths: Any, q_lengths: Any, xp: Namespace,
+                     device: Any) -> tuple[Array | None, Array | None, tuple[int, ...]]:
+    """Both lengths as index-dtype arrays, and the batch shape they broadcast to."""
+    index = xp.arange(1, device=device).dtype
+    kv = None if kv_lengths is None else as_lengths(kv_lengths, "kv_lengths", xp, device, index)
+    q = None if q_lengths is None else as_lengths(q_lengths, "q_lengths", xp, device, index)
+    shapes = {n: shape_of(n, a) for n, a in (("kv_lengths", kv), ("q_lengths", q))
+              if a is not None}
+    batch = broadcast_shapes(*shapes.values())
+    if batch is None:
         raise ValueError(
-            "window must be a (left, right) pair of non-negative ints or None (unbounded); "
-            f"got {window!r}"
+            f"kv_lengths of shape {fmt(shapes['kv_lengths'])} and q_lengths of shape "
+            f"{fmt(shapes['q_lengths'])} do not broadcast (one length per sequence)"
         )
-    for side, w in zip(("left", "right"), window, strict=True):
-        if w is None:
-            continue
-        if isinstance(w, bool) or not isinstance(w, int):
-            raise TypeError(f"window {side} must be an int or None; got {type(w).__name__}")
-        if w < 0:
-            raise ValueError(
-                f"window {side} must be >= 0 (use None for unbounded, not -1); got {w}"
-            )
-    return (window[0], window[1])
-
-
-def check_band_options(causal: object, window: object, alignment: object) -> Window | None:
-    """Validate ``causal``, ``window`` and ``alignment``; returns the window as a tuple."""
-    if not isinstance(causal, bool):
-        raise TypeError(f"causal must be a bool; got {type(causal).__name__}")
-    check_alignment(alignment)
-    return check_window(window)
-
-
-def _device_of(*arrays: Any) -> Any:
-    """The device of the first array argument (``None`` when there is none)."""
-    for a in arrays:
-        if array_api_compat.is_array_api_obj(a):
-            return array_api_compat.device(a)
-    return None
-
-
-def _check_size(name: str, n: object) -> int:
-    try:
-        n = operator.index(n)  # type: ignore[arg-type]
-    except TypeError:
-        raise TypeError(f"{name} must be an int; got {type(n).__name__}") from None
-    if n < 0:
-        raise ValueError(f"{name} must be >= 0; got {n}")
-    return n
-
-
-def as_lengths(lengths: Any, name: str, xp: Namespace, device: Any, index_dtype: Any) -> Array:
-    """``kv_lengths``/``q_lengths`` as an integer array of the index dtype."""
-    if isinstance(lengths, bool):
-        raise TypeError(f"{name} must be an integer array or int; got bool")
-    if isinstance(lengths, (int, Sequence)):
-        lengths = xp.asarray(lengths, device=device)
-    if not is_integer(xp, lengths.dtype):
-        raise TypeError(f"{name} must have an integer dtype; got {lengths.dtype}")
-    return to_dtype(xp, lengths, index_dtype)
+    return kv, q, batch
 
 
 def _per_batch(lengths: Array, xp: Namespace) -> Array:
@@ -194,10 +167,10 @@ def causal_mask(
     Array([[ True,  True, False],
            [ True,  True,  True]], dtype=array_api_strict.bool)
     """
-    lq, lk = _check_size("lq", lq), _check_size("lk", lk)
+    lq, lk = check_size("lq", lq), check_size("lk", lk)
     return _band(
         lq, lk, causal=True, window=None, alignment=check_alignment(alignment),
-        kv_lengths=None, q_lengths=None, xp=namespace(xp=xp), device=device,
+        kv_lengths=None, q_lengths=None, xp=namespace_of(xp, {}), device=device,
     )
 
 
@@ -222,8 +195,8 @@ def window_mask(
            [ True,  True, False],
            [False,  True,  True]], dtype=array_api_strict.bool)
     """
-    lq, lk = _check_size("lq", lq), _check_size("lk", lk)
-    xp = namespace(xp=xp)
+    lq, lk = check_size("lq", lq), check_size("lk", lk)
+    xp = namespace_of(xp, {})
     band = _band(
         lq, lk, causal=False, window=check_window(window), alignment=check_alignment(alignment),
         kv_lengths=None, q_lengths=None, xp=xp, device=device,
@@ -270,7 +243,7 @@ def block_keep(
         q_lengths=q_lengths, xp=xp, device=device, rows=rows, cols=cols,
     )
     lengths = _lengths_keep(lq, lk, kv_lengths, q_lengths, xp, device, rows, cols)
-    return combine_masks(slice_block(mask, rows, cols), band, lengths)
+    return _and(slice_block(mask, rows, cols), band, lengths)
 
 
 def length_mask(
@@ -295,13 +268,12 @@ def length_mask(
     Array([[ True, False, False],
            [ True,  True,  True]], dtype=array_api_strict.bool)
     """
-    lq, lk = _check_size("lq", lq), _check_size("lk", lk)
-    xp = namespace(kv_lengths, q_lengths, xp=xp)
-    if device is None:
-        device = _device_of(kv_lengths, q_lengths)
-    index = xp.arange(1, device=device).dtype
-    kv = None if kv_lengths is None else as_lengths(kv_lengths, "kv_lengths", xp, device, index)
-    q = None if q_lengths is None else as_lengths(q_lengths, "q_lengths", xp, device, index)
+    lq, lk = check_size("lq", lq), check_size("lk", lk)
+    arrays = _lengths_arrays(kv_lengths, q_lengths)
+    xp = namespace_of(xp, arrays)
+    first = check_same_device(arrays)
+    device = first if device is None else device
+    kv, q, _ = _builder_lengths(kv_lengths, q_lengths, xp, device)
     keep = _lengths_keep(lq, lk, kv, q, xp, device)
     if keep is None:
         return xp.ones((1, lq, lk), dtype=xp.bool, device=device)
@@ -344,15 +316,21 @@ def attention_mask(
     Array([[ True,  True, False, False],
            [ True,  True,  True, False]], dtype=array_api_strict.bool)
     """
-    lq, lk = _check_size("lq", lq), _check_size("lk", lk)
-    xp = namespace(mask, kv_lengths, q_lengths, xp=xp)
-    if device is None:
-        device = _device_of(mask, kv_lengths, q_lengths)
+    lq, lk = check_size("lq", lq), check_size("lk", lk)
+    arrays = {"mask": mask, **_lengths_arrays(kv_lengths, q_lengths)}
+    xp = namespace_of(xp, arrays)
+    first = check_same_device(arrays)
+    device = first if device is None else device
     window = check_band_options(causal, window, alignment)
-    index = xp.arange(1, device=device).dtype
-    kv = None if kv_lengths is None else as_lengths(kv_lengths, "kv_lengths", xp, device, index)
-    q = None if q_lengths is None else as_lengths(q_lengths, "q_lengths", xp, device, index)
+    kv, q, batch = _builder_lengths(kv_lengths, q_lengths, xp, device)
     check_bool("mask", mask, xp, MASK_HINT)
+    if mask is not None:
+        target = broadcast_shapes(shape_of("mask", mask), (*batch, 1, lq, lk))
+        if target is None or target[-2:] != (lq, lk):
+            raise ValueError(
+                f"mask of shape {fmt(mask.shape)} does not broadcast to (..., lq, lk) = "
+                f"(..., {lq}, {lk}) with the lengths' batch shape {fmt(batch)}"
+            )
     return block_keep(
         lq, lk, (0, lq), (0, lk), mask=mask, causal=causal, window=window,
         alignment=alignment, kv_lengths=kv, q_lengths=q, xp=xp, device=device,
@@ -371,6 +349,27 @@ def combine_masks(*masks: Array | None) -> Array | None:
            [ True,  True, False],
            [False,  True,  True]], dtype=array_api_strict.bool)
     """
+    arrays = {f"masks[{i}]": m for i, m in enumerate(masks)}
+    if any(m is not None for m in masks):
+        xp = namespace_of(None, arrays, func="combine_masks")
+        check_same_device(arrays, func="combine_masks")
+        shapes = {}
+        for name, m in arrays.items():
+            if m is None:
+                continue
+            check_bool(name, m, xp, func="combine_masks")
+            shapes[name] = shape_of(name, m, func="combine_masks")
+            if broadcast_shapes(*shapes.values()) is None:
+                before = ", ".join(f"{n} {fmt(s)}" for n, s in shapes.items() if n != name)
+                raise ValueError(
+                    f"combine_masks: {name} of shape {fmt(m.shape)} does not broadcast with "
+                    f"the masks before it: {before}"
+                )
+    return _and(*masks)
+
+
+def _and(*masks: Array | None) -> Array | None:
+    """:func:`combine_masks` without the checks (the arguments are already validated)."""
     out = None
     for m in masks:
         if m is None:
@@ -389,11 +388,22 @@ def mask_to_bias(mask: Array, /, *, dtype: Any = None, xp: Namespace | None = No
     >>> mask_to_bias(xp.asarray([True, False]))
     Array([  0., -inf], dtype=array_api_strict.float64)
     """
-    xp = namespace(mask, xp=xp)
-    if mask.dtype != xp.bool:
-        raise TypeError(f"mask must be a bool array; got dtype {mask.dtype}")
+    xp = namespace_of(xp, {"mask": mask}, func="mask_to_bias", required=("mask",))
+    check_bool("mask", mask, xp, func="mask_to_bias")
+    device = array_api_compat.device(mask)
     if dtype is None:
-        dtype = xp.asarray(0.0, device=array_api_compat.device(mask)).dtype
-    zero = xp.zeros(mask.shape, dtype=dtype, device=array_api_compat.device(mask))
+        dtype = xp.asarray(0.0, device=device).dtype
+    elif not _is_real_floating_dtype(xp, dtype):
+        raise TypeError(
+            f"mask_to_bias: dtype must be a real floating dtype of {label(xp)}; got {dtype!r}"
+        )
+    zero = xp.zeros(mask.shape, dtype=dtype, device=device)
     return xp.where(mask, zero, -math.inf)
+
+
+def _is_real_floating_dtype(xp: Namespace, dtype: Any) -> bool:
+    try:
+        return bool(xp.isdtype(dtype, "real floating"))
+    except (TypeError, ValueError, AttributeError):  # not a dtype of this namespace
+        return False
 

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from functools import reduce
 
 from ._namespace import (
     Array,
     Namespace,
     accumulation_dtype,
-    is_real_floating,
-    namespace,
+    check_same_device,
+    namespace_of,
     to_dtype,
 )
 from ._shapes import fmt
+from ._validate import check_real_floating, shape_of
 
 __all__ = ["merge"]
 
@@ -55,24 +56,38 @@ def merge(
     >>> attnspec.merge([left, right])[0]      # the mean of all four value rows
     Array([[[3., 4.]]], dtype=array_api_strict.float64)
     """
+    if isinstance(partials, (str, bytes)) or not isinstance(partials, Iterable):
+        raise TypeError(
+            "merge: partials must be a sequence of (out, lse) pairs; got "
+            f"{type(partials).__name__}"
+        )
     pairs = list(partials)
     if not pairs:
-        raise ValueError("merge: partials must hold at least one (out, lse) pair")
+        raise ValueError("merge: partials must hold at least one (out, lse) pair; got none")
     for i, pair in enumerate(pairs):
         if not isinstance(pair, (tuple, list)) or len(pair) != 2:
             raise TypeError(f"merge: partials[{i}] must be an (out, lse) pair; got "
-                            f"{type(pair).__name__}")
+                            f"{type(pair).__name__} (pass a list: merge([(out, lse), ...]))")
+    arrays = {}
+    for i, (o, lse) in enumerate(pairs):
+        arrays[f"partials[{i}] out"] = o
+        arrays[f"partials[{i}] lse"] = lse
+    xp = namespace_of(xp, arrays, func="merge", required=tuple(arrays))
+    check_same_device(arrays, func="merge")
+    for name, x in arrays.items():
+        shape_of(name, x, "merge")
+        check_real_floating(name, x, xp, "merge")
     outs = [o for o, _ in pairs]
     lses = [lse for _, lse in pairs]
-    xp = namespace(*outs, *lses, xp=xp)
     first = outs[0]
+    if first.ndim < 1:
+        raise ValueError(
+            f"merge: partials[0] out must have shape (..., L, Dv); got {fmt(first.shape)}"
+        )
     for i, (o, lse) in enumerate(pairs):
-        if not (is_real_floating(xp, o.dtype) and is_real_floating(xp, lse.dtype)):
-            raise TypeError(f"merge: partials[{i}] must hold real floating arrays; got "
-                            f"{o.dtype} and {lse.dtype}")
         if o.dtype != first.dtype:
             raise TypeError(f"merge: partials[{i}] out has dtype {o.dtype}, partials[0] "
-                            f"{first.dtype}")
+                            f"{first.dtype}; every out must have one dtype")
         if o.shape != first.shape or lse.shape != first.shape[:-1]:
             raise ValueError(
                 f"merge: partials[{i}] has out {fmt(o.shape)} and lse {fmt(lse.shape)}; "

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._namespace import Array, Namespace, check_same_namespace, namespace
-from ._shapes import fmt
+from ._namespace import Array, Namespace, check_same_device, namespace_of
+from ._shapes import broadcast_shapes, fmt
+from ._validate import check_flag, check_real_floating, shape_of
 from .attention import scaled_dot_product_attention
 from .layout import merge_heads, split_heads
 from .masks import Window
@@ -13,22 +14,23 @@ from .masks import Window
 __all__ = ["multi_head_attention"]
 
 
-def _project(x: Array, w: Array, b: Array | None, name: str, xp: Namespace) -> Array:
-    if w.ndim != 2 or w.shape[0] != x.shape[-1]:
+def _check_projection(x_shape: tuple[int, ...], w: Array, b: Array | None, name: str) -> None:
+    if w.ndim != 2 or w.shape[0] != x_shape[-1]:
         raise ValueError(
-            f"w_{name} must have shape ({x.shape[-1]}, out_features) to project an input of "
-            f"shape {fmt(x.shape)}; got {fmt(w.shape)}"
+            f"w_{name} must have shape ({x_shape[-1]}, out_features) to project an input of "
+            f"shape {fmt(x_shape)}; got {fmt(w.shape)}"
         )
+    if b is not None and b.shape != (w.shape[1],):
+        raise ValueError(f"b_{name} must have shape ({w.shape[1]},); got {fmt(b.shape)}")
+
+
+def _project(x: Array, w: Array, b: Array | None, xp: Namespace) -> Array:
     y = xp.matmul(x, w)
-    if b is not None:
-        if b.shape != (w.shape[1],):
-            raise ValueError(f"b_{name} must have shape ({w.shape[1]},); got {fmt(b.shape)}")
-        y = y + b
-    return y
+    return y if b is None else y + b
 
 
 def _heads(width: int, heads: int, arg: str, what: str) -> int:
-    if heads < 1 or width % heads:
+    if width % heads:
         raise ValueError(
             f"{arg}'s output width {width} is not divisible into {heads} {what} heads"
         )
@@ -96,11 +98,21 @@ def multi_head_attention(
     """
     key = query if key is None else key
     value = key if value is None else value
-    xp = namespace(query, key, value, xp=xp)
-    check_same_namespace(
-        xp, key=key, value=value, w_q=w_q, w_k=w_k, w_v=w_v, w_o=w_o,
-        b_q=b_q, b_k=b_k, b_v=b_v, b_o=b_o,
-    )
+    arrays = {
+        "query": query, "key": key, "value": value, "w_q": w_q, "w_k": w_k, "w_v": w_v,
+        "w_o": w_o, "b_q": b_q, "b_k": b_k, "b_v": b_v, "b_o": b_o,
+    }
+    xp = namespace_of(xp, arrays, required=("query", "w_q", "w_k", "w_v", "w_o"))
+    check_same_device(arrays)
+    for name, x in arrays.items():
+        if x is not None:
+            shape_of(name, x)
+            check_real_floating(name, x, xp)
+            if x.dtype != query.dtype:
+                raise TypeError(
+                    f"{name} has dtype {x.dtype} but query has {query.dtype}; the inputs, "
+                    "weights and biases of multi_head_attention share one dtype"
+                )
     for name, x in (("query", query), ("key", key), ("value", value)):
         if x.ndim < 2:
             raise ValueError(f"{name} must have shape (*batch, length, embed); got {fmt(x.shape)}")
@@ -108,26 +120,38 @@ def multi_head_attention(
         raise ValueError(
             f"key {fmt(key.shape)} and value {fmt(value.shape)} must have the same length"
         )
+    if broadcast_shapes(query.shape[:-2], key.shape[:-2], value.shape[:-2]) is None:
+        raise ValueError(
+            f"batch dimensions of query {fmt(query.shape)}, key {fmt(key.shape)} and value "
+            f"{fmt(value.shape)} do not broadcast"
+        )
     hq = num_heads
     hkv = num_heads if num_kv_heads is None else num_kv_heads
     for name, h in (("num_heads", hq), ("num_kv_heads", hkv)):
-        if isinstance(h, bool) or not isinstance(h, int) or h < 1:
+        if isinstance(h, bool) or not isinstance(h, int):
+            raise TypeError(f"{name} must be an int >= 1; got {type(h).__name__}")
+        if h < 1:
             raise ValueError(f"{name} must be an int >= 1; got {h!r}")
-    q = _project(query, w_q, b_q, "q", xp)
-    k = _project(key, w_k, b_k, "k", xp)
-    v = _project(value, w_v, b_v, "v", xp)
-    dk = _heads(q.shape[-1], hq, "w_q", "query")
-    if k.shape[-1] != hkv * dk:
+    check_flag("need_weights", need_weights)
+    check_flag("average_weights", average_weights)
+    for name, x, w, b in (("q", query, w_q, b_q), ("k", key, w_k, b_k), ("v", value, w_v, b_v)):
+        _check_projection(tuple(x.shape), w, b, name)
+    dk = _heads(w_q.shape[1], hq, "w_q", "query")
+    if w_k.shape[1] != hkv * dk:
         raise ValueError(
             f"w_k must have {hkv} * {dk} = {hkv * dk} output columns (num_kv_heads x query "
-            f"head_dim); got {k.shape[-1]}"
+            f"head_dim); got {w_k.shape[1]} (w_k shape {fmt(w_k.shape)})"
         )
-    dv = _heads(v.shape[-1], hkv, "w_v", "key/value")
+    dv = _heads(w_v.shape[1], hkv, "w_v", "key/value")
     if w_o.ndim != 2 or w_o.shape[0] != hq * dv:
         raise ValueError(
             f"w_o must have shape ({hq * dv}, out_features) (num_heads x value head_dim rows); "
             f"got {fmt(w_o.shape)}"
         )
+    _check_projection((*query.shape[:-1], hq * dv), w_o, b_o, "o")
+    q = _project(query, w_q, b_q, xp)
+    k = _project(key, w_k, b_k, xp)
+    v = _project(value, w_v, b_v, xp)
     options: dict[str, Any] = {
         "mask": mask, "bias": bias, "causal": causal, "window": window,
         "alignment": alignment, "scale": scale, "softcap": softcap,
@@ -139,7 +163,7 @@ def multi_head_attention(
         return_weights=need_weights, xp=xp, **options,
     )
     attn, weights = result if need_weights else (result, None)
-    out = _project(merge_heads(attn, xp=xp), w_o, b_o, "o", xp)
+    out = _project(merge_heads(attn, xp=xp), w_o, b_o, xp)
     if weights is None:
         return out
     return out, (xp.mean(weights, axis=-3) if average_weights else weights)

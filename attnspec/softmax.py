@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import math
 
-from ._namespace import Array, Namespace, accumulation_dtype, is_real_floating, namespace, to_dtype
+from ._namespace import (
+    Array,
+    Namespace,
+    accumulation_dtype,
+    check_same_device,
+    namespace_of,
+    to_dtype,
+)
 from ._normalizer import log_normalizer, normalizer
-from ._shapes import broadcasts_to, fmt
+from ._shapes import fmt
+from ._validate import check_bool, check_broadcast, check_flag, check_real_floating, shape_of
 
 __all__ = ["log_softmax", "logsumexp", "softmax"]
 
@@ -14,22 +22,19 @@ __all__ = ["log_softmax", "logsumexp", "softmax"]
 def _prepare(
     func: str, x: Array, axis: int, where: Array | None, xp: Namespace | None
 ) -> tuple[Namespace, Array, int]:
-    xp = namespace(x, where, xp=xp)
-    if not is_real_floating(xp, x.dtype):
-        raise TypeError(f"{func}: x must have a real floating dtype; got {x.dtype}")
+    arrays = {"x": x, "where": where}
+    xp = namespace_of(xp, arrays, func=func, required=("x",))
+    check_same_device(arrays, func=func)
+    shape = shape_of("x", x, func)
+    check_real_floating("x", x, xp, func)
     if isinstance(axis, bool) or not isinstance(axis, int):
         raise TypeError(f"{func}: axis must be an int; got {type(axis).__name__}")
     if not -x.ndim <= axis < x.ndim:
-        raise ValueError(f"{func}: axis {axis} is out of range for x of shape {fmt(x.shape)}")
+        raise ValueError(f"{func}: axis {axis} is out of range for x of shape {fmt(shape)}")
     xf = to_dtype(xp, x, accumulation_dtype(xp, x.dtype))
     if where is not None:
-        if where.dtype != xp.bool:
-            raise TypeError(f"{func}: where must be a bool array; got dtype {where.dtype}")
-        if not broadcasts_to(where.shape, x.shape):
-            raise ValueError(
-                f"{func}: where of shape {fmt(where.shape)} does not broadcast to "
-                f"x of shape {fmt(x.shape)}"
-            )
+        check_bool("where", where, xp, func=func)
+        check_broadcast("where", where, shape, "x of shape", func)
         # Excluded entries become -inf: whatever they held (NaN, +inf) cannot leak.
         xf = xp.where(where, xf, -math.inf)
     return xp, xf, axis
@@ -118,6 +123,7 @@ def logsumexp(
     Array(1000.69314718, dtype=array_api_strict.float64)
     """
     xp, xf, axis = _prepare("logsumexp", x, axis, where, xp)
+    check_flag("keepdims", keepdims, "logsumexp")
     out = to_dtype(xp, log_normalizer(normalizer(xf, axis, xp), xp), x.dtype)
     return out if keepdims else xp.squeeze(out, axis=axis)
 

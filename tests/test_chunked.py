@@ -185,8 +185,8 @@ def test_chunked_gradients_match_direct_and_stay_finite(xb):
 def test_heuristic_chooses_the_path():
     """Cache-sized blocks on the CPU, few large blocks for lazy/accelerator arrays, the direct
     path when weights are asked for; an explicit chunk_size is taken as given."""
-    from attnspec.attention import BLOCK_BYTES, BLOCK_K, LARGE_BLOCK_BYTES, ROW_QUANTUM
     from attnspec._validate import AttentionShape
+    from attnspec.attention import BLOCK_BYTES, BLOCK_K, LARGE_BLOCK_BYTES, ROW_QUANTUM
 
     small = AttentionShape((2,), 8, 8, 128, 128, 64, 64)
     big = AttentionShape((1,), 1, 1, 32768, 32768, 64, 64)
@@ -196,7 +196,8 @@ def test_heuristic_chooses_the_path():
     # Lazy / accelerator arrays: direct while the scores fit the large budget.
     assert choose_blocks(small, None, False, large=True) is None
     bq, bk = choose_blocks(big, None, False, large=True)
-    assert bq * bk * 4 <= LARGE_BLOCK_BYTES and bk == BLOCK_K
+    assert bq * bk * 4 <= LARGE_BLOCK_BYTES
+    assert bk == BLOCK_K
     for shape in (mid, big):
         bq, bk = choose_blocks(shape, None, False)
         heads = shape.batch[0] * shape.hq
