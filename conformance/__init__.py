@@ -8,7 +8,8 @@ against docs/spec.md (cases, golden references, tolerance policy, adapters, runn
 
 The names below are imported on first use, so that ``import attnspec.conformance`` stays
 cheap (no array framework, no worker machinery): ``run``, ``Report``, ``catalog``,
-``Outcome``, ``CaseResult``, ``ImplementationInfo``.
+``Outcome``, ``CaseResult``, ``ImplementationInfo``, ``RunInterrupted`` (what ``run`` raises
+on Ctrl-C; its ``report`` holds the results gathered so far).
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["CaseResult", "ImplementationInfo", "Outcome", "Report", "catalog", "run"]
+__all__ = ["CaseResult", "ImplementationInfo", "Outcome", "Report", "RunInterrupted", "catalog",
+           "run"]
 
 _LAZY = {
     "run": ".api",
+    "RunInterrupted": ".api",
     "Report": ".report",
     "catalog": ".catalog",
     "Outcome": ".results",

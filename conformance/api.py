@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from .cases import Case
-from .report import Report
+from .limits import AUTO, on_gpu, parse_size, resolve_memory_limit
+from .report import COMPLETE, INTERRUPTED, Report
 from .results import CaseResult, ImplementationInfo
 from .runner import (
     STARTUP_TIMEOUT,
@@ -29,9 +30,22 @@ from .runner import (
     run_implementation,
 )
 
-__all__ = ["run"]
+__all__ = ["RunInterrupted", "run"]
 
 Progress = Callable[[int, int, CaseResult], None]
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or a ``KeyboardInterrupt`` from the progress callback) stopped :func:`run`.
+
+    A ``KeyboardInterrupt``, so code that does not know this class stops as before;
+    ``report`` is the partial report (``report.status == "interrupted"``) with every result
+    gathered until then, ready to be saved.
+    """
+
+    def __init__(self, report: Report) -> None:
+        super().__init__("the conformance run was interrupted")
+        self.report = report
 
 
 @dataclass
@@ -68,6 +82,7 @@ def run(
     isolate: bool = True,
     fingerprint: bool = True,
     capabilities: Any = None,
+    memory_limit: str | int | None = AUTO,
 ) -> Report:
     """Run the conformance cases against implementations and report every outcome.
 
@@ -108,6 +123,13 @@ def run(
         (``attnspec.conformance.fingerprint``).
     capabilities : dict or path, optional
         Declared capabilities for ``module:callable`` targets (see ``adapters.resolve``).
+    memory_limit : "auto", int, str or None
+        What each worker process may allocate (:mod:`attnspec.conformance.limits`): bytes,
+        a size such as ``"8G"``, ``None``/``"none"`` for no limit, or ``"auto"`` (default):
+        half the physical memory (at least 2 GiB) for implementations on the CPU, none for
+        those on a GPU. An allocation past it is a ``MemoryError`` in the worker (outcome
+        ``error``). Not enforced with ``isolate=False``, nor where Python has no
+        ``resource`` module (Windows).
 
     Returns
     -------
@@ -119,6 +141,8 @@ def run(
     ValueError, TypeError
         For an argument that is not what is described above (an unknown target, dtype, a
         ``select`` that matches no case, a malformed xfail file).
+    RunInterrupted
+        On Ctrl-C; a ``KeyboardInterrupt`` whose ``report`` holds the results so far.
 
     Notes
     -----
@@ -142,6 +166,11 @@ def run(
         raise TypeError(f"seed must be an int, got {seed!r}")
     if progress is not None and not callable(progress):
         raise TypeError(f"progress must be callable(done, total, result), got {progress!r}")
+    if not (isinstance(memory_limit, str) and memory_limit.strip().lower() == AUTO):
+        try:
+            parse_size(memory_limit)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(str(exc)) from None
     dtype_names = _names("dtypes", dtypes)
     patterns = _names("select", select)
     cases = _cases(full=full, seed=int(seed), dtypes=dtype_names, patterns=patterns)
@@ -158,15 +187,17 @@ def run(
         "xfail_file": None if xfail_file is None else str(xfail_file), "seed": int(seed),
         "timeout": float(timeout), "full": bool(full), "isolate": bool(isolate),
         "fingerprint": bool(fingerprint), "cases": len(cases),
+        "memory_limit": (resolve_memory_limit(memory_limit, gpu=False) if isolate else None),
     }
     if notes:
         options["notes"] = notes
     return _run(chosen, cases, entries, options, progress=progress, timeout=float(timeout),
-                isolate=isolate, fingerprint=fingerprint)
+                isolate=isolate, fingerprint=fingerprint, memory_limit=memory_limit)
 
 
 def _run(chosen: list[_Target], cases: list[Case], entries: list, options: dict[str, Any], *,
-         progress: Progress | None, timeout: float, isolate: bool, fingerprint: bool) -> Report:
+         progress: Progress | None, timeout: float, isolate: bool, fingerprint: bool,
+         memory_limit: str | int | None = AUTO) -> Report:
     from .xfail import apply_xfail, stale_xfails
 
     cache = CaseCache()
@@ -187,31 +218,68 @@ def _run(chosen: list[_Target], cases: list[Case], entries: list, options: dict[
         state["total"] -= n
 
     startup = max(STARTUP_TIMEOUT, timeout)
-    for target in chosen:
-        in_process = not isolate or target.spec is None
-        worker = (InProcessWorker(target.adapter) if in_process
-                  else WorkerProcess(target.spec, startup_timeout=startup))
-        try:
-            outcome = run_implementation(worker, target.known(), cases, cache,
-                                         timeout=timeout, fingerprint=fingerprint, emit=emit,
-                                         skip=skip)
-        except WorkerStartError as exc:  # the worker could not unpickle the adapter
-            notes.append(f"{target.name}: ran in-process, the worker could not re-create "
-                         f"the adapter ({exc}); a crash would have ended the run")
-            outcome = run_implementation(InProcessWorker(target.adapter), target.known(),
-                                         cases, cache, timeout=timeout,
-                                         fingerprint=fingerprint, emit=emit, skip=skip)
-        infos.append(outcome.info)
-        for name, version in outcome.libraries.items():
-            libraries.setdefault(name, version)
+    status = COMPLETE
+    current: _Target | None = None
+    try:
+        for target in chosen:
+            current = target
+            outcome = _run_target(target, cases, cache, emit, skip, notes, timeout=timeout,
+                                  isolate=isolate, fingerprint=fingerprint, startup=startup,
+                                  memory_limit=memory_limit)
+            infos.append(outcome.info)
+            for name, version in outcome.libraries.items():
+                libraries.setdefault(name, version)
+            current = None
+    except KeyboardInterrupt as exc:
+        status = INTERRUPTED
+        interrupt: KeyboardInterrupt | None = exc
+        if current is not None and any(r.implementation == current.name for r in results):
+            infos.append(current.known())  # its results so far are in the report
+        notes.append(f"interrupted: {len(results)} of {state['total']} results gathered"
+                     + (f", during {current.name}" if current is not None else ""))
+    else:
+        interrupt = None
     if notes:
         options["notes"] = notes
-    report = Report(implementations=infos, results=results, options=options,
-                    stale_xfails=stale_xfails(entries, results, infos))
+    report = Report(implementations=infos, results=results, options=options, status=status,
+                    stale_xfails=[] if interrupt else stale_xfails(entries, results, infos))
     # Frameworks are imported in the workers: their versions come from there.
     for name, version in libraries.items():
         report.environment.setdefault("libraries", {}).setdefault(name, version)
+    if interrupt is not None:
+        raise RunInterrupted(report) from interrupt
     return report
+
+
+def _run_target(target: _Target, cases: list[Case], cache: CaseCache, emit: Any, skip: Any,
+                notes: list[str], *, timeout: float, isolate: bool, fingerprint: bool,
+                startup: float, memory_limit: str | int | None) -> Any:
+    """One implementation's run, in a worker (or in-process); notes are appended."""
+    in_process = not isolate or target.spec is None
+    if in_process:
+        worker: Any = InProcessWorker(target.adapter)
+    else:
+        gpu = on_gpu(str(target.adapter.backend_name), target.spec.device)
+        limit = resolve_memory_limit(memory_limit, gpu=gpu)
+        worker = WorkerProcess(target.spec, startup_timeout=startup, memory_limit=limit)
+    try:
+        outcome = run_implementation(worker, target.known(), cases, cache, timeout=timeout,
+                                     fingerprint=fingerprint, emit=emit, skip=skip)
+    except WorkerStartError as exc:  # the worker could not unpickle the adapter
+        notes.append(f"{target.name}: ran in-process, the worker could not re-create "
+                     f"the adapter ({exc}); a crash would have ended the run")
+        outcome = run_implementation(InProcessWorker(target.adapter), target.known(),
+                                     cases, cache, timeout=timeout, fingerprint=fingerprint,
+                                     emit=emit, skip=skip)
+    else:
+        if (not in_process and outcome.info.unavailable is None
+                and isinstance(memory_limit, str) and worker.memory_limit is None
+                and memory_limit.strip().lower() == AUTO):
+            notes.append(f"{target.name}: no memory limit (it runs on a GPU; give "
+                         f"--memory-limit to set one)")
+    if outcome.note:
+        notes.append(f"{target.name}: {outcome.note}")
+    return outcome
 
 
 def _names(argument: str, value: str | Iterable[str] | None) -> list[str] | None:

@@ -1,7 +1,9 @@
 """The ``attnspec`` command: check, list, report, export.
 
 Exit status: 0 when every applicable case passed (xfails allowed), 1 when any failed or
-errored, 2 for a usage error (unknown target, bad option, unreadable file).
+errored, 2 for a usage error (unknown target, bad option, unreadable file), 130 when the run
+was interrupted (Ctrl-C; the reports asked for are written with the results gathered so far,
+marked ``"status": "interrupted"``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 __all__ = ["main"]
 
 USAGE_ERROR = 2
+INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
 
 
 class UsageError(Exception):
@@ -59,6 +62,10 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--no-fingerprint", action="store_true", help="skip the fingerprint")
     check.add_argument("--in-process", action="store_true",
                        help="run implementations in this process (faster; a crash ends the run)")
+    check.add_argument("--memory-limit", default="auto", metavar="SIZE",
+                       help="what a worker may allocate, e.g. 8G, 512M, or none (default "
+                            "auto: half the physical memory, at least 2 GiB, for CPU "
+                            "implementations; none for GPU ones)")
     check.add_argument("--color", choices=("auto", "always", "never"), default="auto")
 
     lst = sub.add_parser("list", help="print rules, cases and adapters")
@@ -100,8 +107,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return {"check": _check, "list": _list, "report": _report, "export": _export}[
             args.command](args)
     except UsageError as exc:
-        print(f"attnspec {args.command}: error: {exc}", file=sys.stderr)
+        from .views import plain  # the message may quote an implementation's own words
+
+        print(f"attnspec {args.command}: error: {plain(exc)}", file=sys.stderr)
         return USAGE_ERROR
+    except KeyboardInterrupt:
+        print(f"attnspec {args.command}: interrupted", file=sys.stderr)
+        return INTERRUPTED
 
 
 def _use_color(choice: str) -> bool:
@@ -111,15 +123,33 @@ def _use_color(choice: str) -> bool:
 
 
 def _write_outputs(report, args: argparse.Namespace) -> None:
+    """The reports asked for, each written atomically (``atomic.write_text``)."""
+    from .atomic import write_text
     from .html import to_html
     from .markdown import to_markdown
 
     if args.json:
         report.save(args.json)
     if args.markdown:
-        args.markdown.write_text(to_markdown(report), encoding="utf-8")
+        write_text(args.markdown, to_markdown(report))
     if args.html:
-        args.html.write_text(to_html(report), encoding="utf-8")
+        write_text(args.html, to_html(report))
+
+
+def _write_partial(report, args: argparse.Namespace) -> None:
+    """The reports of an interrupted run; a second Ctrl-C waits until they are written (a
+    fraction of a second) rather than leave the run with no report at all."""
+    import signal
+
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread: no signal handling to change
+        previous = None
+    try:
+        _write_outputs(report, args)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -145,8 +175,14 @@ def _check(args: argparse.Namespace) -> int:
                 dtypes=args.dtypes, select=args.select, xfail_file=args.xfail_file,
                 seed=args.seed, timeout=args.timeout, full=args.full, progress=progress,
                 isolate=not args.in_process, fingerprint=not args.no_fingerprint,
-                capabilities=args.capabilities,
+                capabilities=args.capabilities, memory_limit=args.memory_limit,
             )
+        except api.RunInterrupted as exc:
+            progress.close()
+            report = exc.report
+            _write_partial(report, args)
+            print(summary(report))
+            return INTERRUPTED
         except (ValueError, TypeError, ImportError) as exc:
             raise UsageError(str(exc)) from None
         finally:

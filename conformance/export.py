@@ -26,6 +26,7 @@ import numpy as np
 
 import attnspec
 
+from .atomic import atomic_open, write_text
 from .cases import Case, make_inputs
 from .catalog import catalog, select
 from .golden import golden, naive
@@ -74,7 +75,8 @@ def export(directory: Path, *, full: bool = False, select: Iterable[str] | None 
             if name in reference:
                 arrays[f"naive/{name}"] = np.asarray(reference[name], dtype=np.float64)
         filename = case_filename(case.id)
-        np.savez_compressed(directory / "cases" / filename, **arrays)
+        with atomic_open(directory / "cases" / filename, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
         entries.append({**case.to_json(), "file": f"cases/{filename}", "options": options,
                         "inputs": sorted(k[6:] for k in arrays if k.startswith("input/")),
                         "outputs": sorted(expected)})
@@ -99,7 +101,8 @@ def export(directory: Path, *, full: bool = False, select: Iterable[str] | None 
         },
         "cases": entries,
     }
-    (directory / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    # Last, so that a manifest lists only files that are complete.
+    write_text(directory / "manifest.json", json.dumps(manifest, indent=1) + "\n")
     return len(entries)
 
 

@@ -16,11 +16,12 @@ from collections import Counter
 from . import views
 from .report import Report
 from .results import CaseResult, Outcome
-from .rules import RULES
+from .rules import rule_title
 
 __all__ = ["to_html"]
 
 MAX_FAILURES = 2000  # a browser copes; beyond this the JSON report is the place to look
+MAX_LABEL = 60  # characters of an implementation name over a matrix column
 
 _COLOURS = {
     Outcome.PASS: "#2da44e", Outcome.FAIL: "#cf222e", Outcome.ERROR: "#cf222e",
@@ -51,8 +52,14 @@ svg { font: 11px system-ui, sans-serif; display: block; margin: 0.5em 0; }
 """
 
 
+def _short(name: str) -> str:
+    return name if len(name) <= MAX_LABEL else name[:MAX_LABEL - 1] + "…"
+
+
 def _e(value: object) -> str:
-    return html.escape(str(value), quote=True)
+    """Any text for HTML, in content and in attribute values alike (quotes escaped too);
+    control characters and terminal escapes removed (:func:`views.plain`)."""
+    return html.escape(views.plain(value), quote=True)
 
 
 def to_html(report: Report) -> str:
@@ -143,8 +150,9 @@ def _matrix_svg(report: Report) -> str:
     cells = views.cell_counts(report)
     worst = report.by_rule()
     cell_w, cell_h, label_w = 56, 20, 110
-    # Implementation names run up at 45 degrees above their columns.
-    longest = max((len(n) for n in names), default=4)
+    # Implementation names run up at 45 degrees above their columns (cut at MAX_LABEL
+    # characters; the whole name is in the label's tooltip).
+    longest = max((len(_short(n)) for n in names), default=4)
     head_h = int(longest * 6.2 * 0.72) + 24
     width = label_w + cell_w * max(len(names), 1) + int(longest * 6.2 * 0.72) + 10
     height = head_h + cell_h * max(len(rule_ids), 1) + 10
@@ -157,10 +165,10 @@ def _matrix_svg(report: Report) -> str:
     for col, name in enumerate(names):
         x = label_w + col * cell_w + cell_w / 2
         out.append(f'<text transform="translate({x:.1f},{head_h - 6}) rotate(-45)">'
-                   f"{_e(name)}</text>")
+                   f"<title>{_e(name)}</title>{_e(_short(name))}</text>")
     for row, rule in enumerate(rule_ids):
         y = head_h + row * cell_h
-        title = RULES.get(rule, "")
+        title = rule_title(rule)
         out.append(f'<text x="4" y="{y + 14}"><title>{_e(title or rule)}</title>'
                    f"{_e(rule)}</text>")
         for col, name in enumerate(names):

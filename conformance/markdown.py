@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import html
+import re
 
 from . import views
 from .report import Report
 from .results import Outcome
-from .rules import RULES
+from .rules import rule_title
 
 __all__ = ["SYMBOLS", "to_markdown"]
 
@@ -24,19 +25,29 @@ MAX_FAILURES = 100
 MAX_MESSAGE = 300
 
 
+# Characters that Markdown would read as syntax inside a line: escapes, code spans, link and
+# image brackets, table pipes. (&, < and > become entities: no raw HTML, no autolink.)
+_SPECIAL = re.compile(r"[\\`\[\]|]")
+# What a code span may hold as it is: no backtick (it would end the span), no backslash (it
+# would pair with an escaped pipe), nothing HTML-like (shown literally there, so it could
+# not be escaped either).
+_CODE_SAFE = re.compile(r"[^`\\<>&]+")
+
+
 def _cell(text: object, limit: int | None = None) -> str:
-    """Text safe inside a table cell: one line, no pipe, no raw HTML."""
-    text = " ".join(str(text).split())
+    """Text safe inside a table cell: one line, no control characters, no unescaped pipe,
+    backtick, bracket or backslash, no raw HTML."""
+    text = views.one_line(text)
     if limit is not None and len(text) > limit:
         text = text[:limit - 1] + "…"
-    return html.escape(text, quote=False).replace("|", "\\|")
+    return _SPECIAL.sub(r"\\\g<0>", html.escape(text, quote=False))
 
 
 def _code(text: object, table: bool = True) -> str:
-    """Text as a code span in a table cell (HTML is inert there); plain escaped text when it
-    holds a backtick that would end the span."""
-    text = " ".join(str(text).split())
-    if "`" in text or not text:
+    """Text as a code span (links and HTML are inert there); escaped plain text when it
+    holds what a code span cannot (a backtick, a backslash, ``<``, ``>``, ``&``)."""
+    text = views.one_line(text)
+    if not _CODE_SAFE.fullmatch(text):
         return _cell(text)
     return "`" + (text.replace("|", "\\|") if table else text) + "`"
 
@@ -91,7 +102,7 @@ def to_markdown(report: Report) -> str:
         header = ["rule"] + [_code(n) for n in tested]
         rows = []
         for rule in rule_ids:
-            title = RULES.get(rule, "")
+            title = rule_title(rule)
             label = f"**{_cell(rule)}** {_cell(title)}" if title else f"**{_cell(rule)}**"
             cells = []
             for name in tested:

@@ -19,9 +19,14 @@ import attnspec
 
 from .results import CaseResult, ImplementationInfo, Outcome
 
-__all__ = ["SCHEMA_VERSION", "Report", "environment"]
+__all__ = ["COMPLETE", "INTERRUPTED", "SCHEMA_VERSION", "Report", "environment"]
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
+
+#: ``Report.status`` values: every planned case ran, or the run was interrupted (Ctrl-C) and
+#: the report holds the results gathered until then.
+COMPLETE = "complete"
+INTERRUPTED = "interrupted"
 
 
 def environment() -> dict[str, Any]:
@@ -52,6 +57,9 @@ class Report:
     attnspec_version: str = attnspec.__version__
     stale_xfails: list[str] = field(default_factory=list)
     schema_version: str = SCHEMA_VERSION
+    #: ``"complete"``, or ``"interrupted"`` for the partial report of a run stopped by
+    #: Ctrl-C (its results are the ones gathered until then).
+    status: str = COMPLETE
 
     # -- verdicts -----------------------------------------------------------------------
 
@@ -60,9 +68,14 @@ class Report:
         return [r for r in self.results if not r.outcome.ok]
 
     @property
+    def interrupted(self) -> bool:
+        return self.status == INTERRUPTED
+
+    @property
     def exit_code(self) -> int:
-        """0 when every applicable case passed (xfails allowed), 1 otherwise."""
-        return 1 if self.failed else 0
+        """0 when every applicable case passed (xfails allowed), 1 otherwise (a partial,
+        interrupted report never passes)."""
+        return 1 if self.failed or self.interrupted else 0
 
     def counts(self) -> dict[str, Counter]:
         """Outcome counts per implementation."""
@@ -89,6 +102,7 @@ class Report:
     def to_json(self) -> dict[str, Any]:
         return {
             "schema_version": self.schema_version,
+            "status": self.status,
             "created": self.created,
             "attnspec_version": self.attnspec_version,
             "environment": self.environment,
@@ -112,24 +126,32 @@ class Report:
             options=data.get("options", {}), environment=data.get("environment", {}),
             created=data.get("created", ""), attnspec_version=data.get("attnspec_version", ""),
             stale_xfails=data.get("stale_xfails", []), schema_version=version,
+            status=data.get("status", COMPLETE),  # schema 1.0 had no status: complete
         )
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_json(), indent=1, allow_nan=False) + "\n")
+        """Write the JSON report, atomically (a reader never sees half of it)."""
+        from .atomic import write_text
+
+        write_text(path, json.dumps(self.to_json(), indent=1, allow_nan=False) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> Report:
         try:
-            data = json.loads(Path(path).read_text())
-        except json.JSONDecodeError as exc:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ValueError(f"{path}: not a JSON report ({exc})") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: not a JSON report (a {type(data).__name__}, expected "
+                             "an object)")
         return cls.from_json(data)
 
     @classmethod
     def merge(cls, reports: list[Report]) -> Report:
         """One report from several: implementations from different runs stay apart (a name
         seen twice gets its backend/device appended when those differ)."""
-        merged = cls(options={"merged_from": [r.created for r in reports]})
+        merged = cls(options={"merged_from": [r.created for r in reports]},
+                     status=INTERRUPTED if any(r.interrupted for r in reports) else COMPLETE)
         places: dict[str, set[tuple[str, str]]] = {}
         for report in reports:
             for info in report.implementations:

@@ -40,3 +40,16 @@ RULES: dict[str, str] = {
     "ATT-ARG-1": "invalid arguments raise TypeError/ValueError",
     "MHA-1": "multi-head attention = projections + sdpa + output projection",
 }
+
+#: The conformance runner's own rule, outside docs/spec.md (no spec ID: the spec defines what
+#: a call computes, this is what running it must not do). A case whose call changed one of its
+#: input arrays fails under it, besides the case's own rules.
+NO_MUTATION_RULE = "NO-MUTATION"
+RUNNER_RULES: dict[str, str] = {
+    NO_MUTATION_RULE: "an implementation leaves its input arrays unchanged",
+}
+
+
+def rule_title(rule: str) -> str:
+    """The one-line title of a spec rule or a runner rule ("" for an unknown ID)."""
+    return RULES.get(rule) or RUNNER_RULES.get(rule, "")

@@ -13,37 +13,57 @@ seconds. A worker that does not answer in time is killed (outcome ``timeout``); 
 (segfault, ``abort()``, ``os._exit``) gives ``crash``. Either way the next case starts a fresh
 worker, so one bad case never ends the run.
 
+A worker runs under a memory limit (:mod:`.limits`): an allocation past it fails in the
+worker (``MemoryError``, outcome ``error``; the worker is then restarted). Its stdout and
+stderr go to a temporary file (never a pipe that could fill up and block it), which the parent
+empties while it waits and after each request; the first and last :data:`OUTPUT_KEEP` bytes
+of what a case printed are appended to that case's message, the rest is counted and dropped.
+``faulthandler`` is on in the worker, so a segfault's message carries the Python traceback.
+
+After each call the inputs the implementation received are compared with a copy taken before
+(on backends with writeable arrays): a changed input fails the case under
+:data:`NO_MUTATION_RULE`.
+
 ``isolate=False`` (:class:`InProcessWorker`) runs the adapter in the calling process: faster
-to start and easy to debug, but nothing is isolated -- a crash takes the whole process down
-and a hang is never timed out.
+to start and easy to debug, but nothing is isolated -- a crash takes the whole process down,
+a hang is never timed out, nothing is captured and there is no memory limit.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import multiprocessing
+import os
 import pickle
 import signal
 import sys
+import tempfile
 import time
 import traceback
 import warnings
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from .adapters.base import InvalidOutput
 from .cases import Case, make_inputs
+from .limits import apply_memory_limit, format_size
 from .results import CaseResult, ImplementationInfo, Outcome
+from .rules import NO_MUTATION_RULE
 
 __all__ = [
+    "OUTPUT_KEEP",
     "STARTUP_TIMEOUT",
     "AdapterSpec",
     "CaseCache",
     "InProcessWorker",
+    "OutputCapture",
     "Prepared",
     "RaisedError",
     "Reply",
@@ -64,6 +84,13 @@ TRACEBACK_LINES = 12
 #: NumPy dtype kinds an output may have (bool, ints, floats, complex; grade() checks the
 #: exact dtype).
 _NUMERIC_KINDS = "biufc"
+#: Bytes of a request's captured stdout/stderr kept from its start and from its end.
+OUTPUT_KEEP = 1000
+#: The capture file is emptied (its start kept) whenever it grows past this while the parent
+#: waits, so a chatty implementation cannot fill the disk either.
+OUTPUT_SPILL = 1 << 20
+#: How often (seconds) the parent looks at the capture file while it waits for a reply.
+POLL_INTERVAL = 0.25
 
 
 # -- what crosses the pipe ------------------------------------------------------------------
@@ -125,6 +152,8 @@ class Reply:
     value: Any = None
     error: RaisedError | None = None
     message: str = ""
+    #: What the worker wrote to stdout/stderr meanwhile (truncated; see OutputCapture).
+    output: str = ""
 
 
 @dataclass(frozen=True)
@@ -205,9 +234,13 @@ def device_name(adapter: Any) -> str:
 
 
 def execute(adapter: Any, case: Case, inputs: dict[str, Any]) -> Reply:
-    """Run one case; exceptions propagate to the caller."""
-    with quiet():
-        output = adapter.run(case, inputs)
+    """Run one case; exceptions propagate to the caller (an :class:`InvalidOutput` becomes
+    ``Reply("bad")``: the implementation returned something that is not an array)."""
+    try:
+        with quiet():
+            output = adapter.run(case, inputs)
+    except InvalidOutput as exc:
+        return Reply("bad", message=str(exc))
     problem = _output_problem(output)
     if problem:
         return Reply("bad", message=problem)
@@ -279,11 +312,48 @@ def handle(adapter: Any, request: tuple) -> Reply:
         return Reply("raised", error=RaisedError.from_exception(exc))
 
 
+def _redirect_output(path: str) -> None:
+    """Send this process's stdout and stderr (file descriptors 1 and 2, so C code's output
+    too) to ``path``, opened for appending; turn on faulthandler there."""
+    import faulthandler
+
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    except OSError:
+        return  # not captured, then: the output goes where the parent's goes
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    with contextlib.suppress(Exception):
+        faulthandler.enable(file=sys.stderr if sys.stderr is not None else 2)
+
+
+def _flush_output() -> None:
+    """Flush Python's and C's stdio buffers, so that a request's output is in the capture
+    file before its reply is sent."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None).fflush(None)
+
+
 def _worker_main(conn: Any, spec: AdapterSpec, cases: list[Case] | None,
-                 sys_path: list[str]) -> None:
-    """The worker process: create the adapter, describe it, then answer requests."""
+                 sys_path: list[str], output_path: str | None = None,
+                 memory_limit: int | None = None) -> None:
+    """The worker process: limit memory, capture output, create the adapter, describe it,
+    then answer requests."""
     # Ctrl-C reaches the whole process group; the parent decides, and kills us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if output_path is not None:
+        _redirect_output(output_path)
+    # Before the implementation's module is imported: that may allocate too.
+    memory_note = apply_memory_limit(memory_limit)
     # "module:callable" targets import from wherever the parent could (tests/, the cwd).
     sys.path[:] = [*sys_path, *(p for p in sys.path if p not in sys_path)]
     np.seterr(all="ignore")
@@ -291,13 +361,17 @@ def _worker_main(conn: Any, spec: AdapterSpec, cases: list[Case] | None,
         adapter = spec.create()
     except BaseException as exc:
         kind = "unpickle-failed" if spec.pickled is not None else "failed"
+        _flush_output()
         conn.send((kind, RaisedError.from_exception(exc)))
         return
     try:
         payload = describe(adapter, cases)
     except BaseException as exc:
+        _flush_output()
         conn.send(("failed", RaisedError.from_exception(exc)))
         return
+    payload["memory"] = memory_note
+    _flush_output()
     conn.send(("ready", payload))
     while True:
         try:
@@ -306,7 +380,11 @@ def _worker_main(conn: Any, spec: AdapterSpec, cases: list[Case] | None,
             return  # the parent went away
         if request[0] == "stop":
             return
-        reply = handle(adapter, request)
+        try:
+            reply = handle(adapter, request)
+        except BaseException as exc:  # KeyboardInterrupt, GeneratorExit... from the adapter
+            reply = Reply("raised", error=RaisedError.from_exception(exc))
+        _flush_output()
         try:
             conn.send(reply)
         except Exception as exc:  # an unpicklable output: report it, keep the pipe usable
@@ -340,6 +418,84 @@ def _death(process: Any) -> str:
     return f"exit code {code}"
 
 
+class OutputCapture:
+    """The file a worker's stdout and stderr go to, read and emptied by the parent.
+
+    A regular file opened for appending, not a pipe: a worker printing megabytes never
+    blocks on a full pipe, whatever the parent is doing. While the parent waits it calls
+    :meth:`drain`, which keeps the first :data:`OUTPUT_KEEP` bytes and empties the file once
+    it is past :data:`OUTPUT_SPILL`; :meth:`take` returns what the request printed (start
+    and end, with the size of what was left out) and empties the file for the next one.
+    """
+
+    def __init__(self) -> None:
+        fd, self.path = tempfile.mkstemp(prefix="attnspec-worker-", suffix=".out")
+        os.close(fd)
+        self._head = b""
+        self._dropped = 0  # bytes removed from the file by drain() since the last take()
+        # Removed by close(), or when this object is collected, or at exit at the latest.
+        self._remove = weakref.finalize(self, _unlink, self.path)
+
+    def drain(self) -> None:
+        """Empty the file if it is past :data:`OUTPUT_SPILL` (keeping its start)."""
+        try:
+            size = os.path.getsize(self.path)
+            if size <= OUTPUT_SPILL:
+                return
+            if self._dropped == 0:
+                with open(self.path, "rb") as fh:
+                    self._head = fh.read(OUTPUT_KEEP)
+            os.truncate(self.path, 0)
+            self._dropped += size
+        except OSError:
+            pass
+
+    def take(self) -> str:
+        """What was written since the last call: all of it when short, else its first and
+        last :data:`OUTPUT_KEEP` bytes around a note of the size left out; ``""`` when
+        nothing was written. Empties the file."""
+        keep = OUTPUT_KEEP
+        try:
+            with open(self.path, "rb") as fh:
+                size = os.fstat(fh.fileno()).st_size
+                if self._dropped:
+                    head, total = self._head, self._dropped + size
+                    fh.seek(max(size - keep, 0))
+                    tail = fh.read(keep)
+                elif size <= 2 * keep:
+                    head, tail, total = fh.read(size), b"", size
+                else:
+                    head, total = fh.read(keep), size
+                    fh.seek(size - keep)
+                    tail = fh.read(keep)
+            os.truncate(self.path, 0)
+        except OSError as exc:
+            return f"[captured output unreadable: {exc}]"
+        finally:
+            self._head, self._dropped = b"", 0
+        if total == 0:
+            return ""
+        text = head.decode("utf-8", "replace")
+        left_out = total - len(head) - len(tail)
+        if left_out > 0:
+            text += f"\n[... {format_size(left_out)} left out ...]\n"
+        text += tail.decode("utf-8", "replace")
+        return f"({format_size(total)}):\n{text}"
+
+    def close(self) -> None:
+        self._remove()
+
+
+def _unlink(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+def output_note(output: str) -> str:
+    """How captured output is appended to a message."""
+    return f"\ncaptured stdout/stderr {output}" if output else ""
+
+
 class WorkerProcess:
     """A worker process for one implementation, restarted on demand.
 
@@ -349,21 +505,34 @@ class WorkerProcess:
         How the worker creates the adapter.
     startup_timeout : float
         Seconds to wait for a (re)started worker to report ready.
+    memory_limit : int, optional
+        Bytes the worker may allocate (:mod:`.limits`); ``None``: no limit.
+    capture : bool
+        Send the worker's stdout/stderr to an :class:`OutputCapture` (default) instead of
+        this process's.
     """
 
-    def __init__(self, spec: AdapterSpec, *, startup_timeout: float = STARTUP_TIMEOUT) -> None:
+    def __init__(self, spec: AdapterSpec, *, startup_timeout: float = STARTUP_TIMEOUT,
+                 memory_limit: int | None = None, capture: bool = True) -> None:
         self.spec = spec
         self.startup_timeout = startup_timeout
+        self.memory_limit = memory_limit
         self._context = multiprocessing.get_context("spawn")
         self._process: Any = None
         self._conn: Any = None
+        self._capture: OutputCapture | None = OutputCapture() if capture else None
 
     @property
     def alive(self) -> bool:
         return self._process is not None and self._process.is_alive()
 
+    def _output(self) -> str:
+        return self._capture.take() if self._capture is not None else ""
+
     def start(self, cases: list[Case] | None = None) -> dict[str, Any]:
-        """Start the worker; returns :func:`describe`'s payload (``cases`` planned).
+        """Start the worker; returns :func:`describe`'s payload (``cases`` planned), with
+        ``"output"``: what the worker printed while starting, and ``"memory"``: why the
+        memory limit is not in force (``None`` when it is, or when there is none).
 
         Raises
         ------
@@ -372,8 +541,10 @@ class WorkerProcess:
         """
         self.close()
         parent, child = self._context.Pipe()
+        output_path = self._capture.path if self._capture is not None else None
         process = self._context.Process(
-            target=_worker_main, args=(child, self.spec, cases, list(sys.path)),
+            target=_worker_main,
+            args=(child, self.spec, cases, list(sys.path), output_path, self.memory_limit),
             # Not a daemon: an implementation may start processes of its own. The worker
             # ends on "stop", on kill(), or when the pipe closes because this process died.
             name=f"attnspec-worker[{self.spec.target or 'adapter'}]", daemon=False,
@@ -382,47 +553,65 @@ class WorkerProcess:
         child.close()  # so that the worker's death reads as EOF here
         self._process, self._conn = process, parent
         try:
-            ready = parent.poll(self.startup_timeout)
+            ready = self._wait(parent, self.startup_timeout)
             message = parent.recv() if ready else None
         except (EOFError, OSError):
             self.kill()
             raise WorkerStartError(
                 f"the worker died while starting ({_death(process)}); if the calling script "
                 "has no 'if __name__ == \"__main__\":' guard, add one (the worker imports "
-                "it)", Outcome.CRASH) from None
+                "it)" + output_note(self._output()), Outcome.CRASH) from None
         if message is None:
             self.kill()
-            raise WorkerStartError(f"the worker did not start within {self.startup_timeout:g} s",
-                                   Outcome.TIMEOUT)
+            raise WorkerStartError(f"the worker did not start within {self.startup_timeout:g} s"
+                                   + output_note(self._output()), Outcome.TIMEOUT)
         kind, value = message
         if kind != "ready":
             self.kill()
-            raise WorkerStartError(f"the worker could not create the adapter: {value}",
+            raise WorkerStartError(f"the worker could not create the adapter: {value}"
+                                   + output_note(self._output()),
                                    Outcome.ERROR, unpickle=kind == "unpickle-failed")
+        value["output"] = self._output()
         return value
+
+    def _wait(self, conn: Any, timeout: float) -> bool:
+        """``conn.poll(timeout)``, in slices, keeping the capture file small meanwhile."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if conn.poll(max(0.0, min(remaining, POLL_INTERVAL))):
+                return True
+            if self._capture is not None:
+                self._capture.drain()
+            if remaining <= POLL_INTERVAL:
+                return conn.poll(0)
 
     def request(self, request: tuple, timeout: float) -> Reply:
         """Send ``request`` and wait up to ``timeout`` seconds; a dead or hung worker gives
-        ``Reply("crash")`` / ``Reply("timeout")`` and is gone afterwards."""
+        ``Reply("crash")`` / ``Reply("timeout")`` and is gone afterwards. The reply carries
+        what the worker printed meanwhile (``Reply.output``)."""
         process, conn = self._process, self._conn
         if conn is None:
             return Reply("crash", message="the worker is not running")
         try:
             conn.send(request)
-            ready = conn.poll(timeout)
+            ready = self._wait(conn, timeout)
             reply = conn.recv() if ready else None
         except (EOFError, OSError):
             self._process = self._conn = None
             conn.close()
-            return Reply("crash", message=f"the worker died ({_death(process)})")
+            reply = Reply("crash", message=f"the worker died ({_death(process)})")
         except Exception as exc:  # a reply this process cannot unpickle; the worker is fine
-            return Reply("bad", message=f"the worker's reply could not be read here: "
-                                        f"{RaisedError.from_exception(exc)}")
+            reply = Reply("bad", message=f"the worker's reply could not be read here: "
+                                         f"{RaisedError.from_exception(exc)}")
         if reply is None:
             self.kill()
-            return Reply("timeout", message=f"no result within {timeout:g} s; the worker "
-                                            "was killed")
-        return reply
+            reply = Reply("timeout", message=f"no result within {timeout:g} s; the worker "
+                                             "was killed")
+        if not isinstance(reply, Reply):
+            reply = Reply("bad", message=f"the worker sent {type(reply).__name__}, not a reply")
+        output = self._output()
+        return dataclasses.replace(reply, output=output) if output else reply
 
     def kill(self) -> None:
         """End the worker now (SIGKILL: a hung implementation ignores anything gentler)."""
@@ -442,6 +631,12 @@ class WorkerProcess:
                 self._conn.send(("stop",))
             self._process.join(5)
         self.kill()
+
+    def discard(self) -> None:
+        """:meth:`close`, and remove the capture file: the worker is not needed again."""
+        self.close()
+        if self._capture is not None:
+            self._capture.close()
 
 
 class InProcessWorker:
@@ -526,10 +721,25 @@ class Verdict:
     max_error: float | None = None
     tolerance: float | None = None
     ratio: float | None = None
+    #: Rules broken besides the case's own (NO_MUTATION_RULE).
+    rules: tuple[str, ...] = ()
 
 
 def judge(case: Case, reply: Reply, prepared: Prepared) -> Verdict:
-    """The outcome of one case from the worker's reply."""
+    """The outcome of one case from the worker's reply: the outputs' grade, and a failure
+    under :data:`NO_MUTATION_RULE` when the call changed its inputs."""
+    verdict = _judge(case, reply, prepared)
+    modified = getattr(reply.value, "modified", None) if reply.kind == "ok" else None
+    if modified:
+        message = "inputs modified by the call: " + "; ".join(modified)
+        if verdict.outcome is not Outcome.PASS and verdict.message:
+            message += f"; and {verdict.message}"
+        return Verdict(Outcome.FAIL, message, verdict.max_error, verdict.tolerance,
+                       verdict.ratio, rules=(NO_MUTATION_RULE,))
+    return verdict
+
+
+def _judge(case: Case, reply: Reply, prepared: Prepared) -> Verdict:
     if reply.kind == "timeout":
         return Verdict(Outcome.TIMEOUT, reply.message)
     if reply.kind == "crash":
@@ -601,17 +811,19 @@ def run_implementation(
     info = known
     results: list[CaseResult] = []
 
-    def record(case: Case, verdict: Verdict, seconds: float = 0.0) -> None:
+    def record(case: Case, verdict: Verdict, seconds: float = 0.0, output: str = "") -> None:
+        rules = [*case.rules, *(r for r in verdict.rules if r not in case.rules)]
         result = CaseResult(
-            case_id=case.id, rules=list(case.rules), implementation=info.name,
+            case_id=case.id, rules=rules, implementation=info.name,
             backend=info.backend, device=info.device, dtype=case.dtype, op=case.op,
             params=dict(case.params), outcome=verdict.outcome, seed=case.seed,
             max_error=verdict.max_error, tolerance=verdict.tolerance, ratio=verdict.ratio,
-            message=verdict.message, seconds=round(seconds, 6),
+            message=verdict.message + output_note(output), seconds=round(seconds, 6),
         )
         results.append(result)
         emit(result)
 
+    limit = getattr(worker, "memory_limit", None)
     try:
         try:
             payload = worker.start(cases)
@@ -627,6 +839,11 @@ def run_implementation(
         if info.unavailable is not None:
             skip(len(cases))
             return ImplementationRun(info, results, {})
+        notes = []
+        if payload.get("memory"):
+            notes.append(f"memory limit {format_size(limit)} {payload['memory']}")
+        if payload.get("output"):
+            notes.append(f"the worker printed while starting {payload['output']}")
         plan = payload["plan"]
         broken: WorkerStartError | None = None
         for case in cases:
@@ -651,15 +868,22 @@ def run_implementation(
                 continue
             start = time.perf_counter()
             reply = worker.request(("run", case, prepared.inputs), timeout)
-            record(case, judge(case, reply, prepared), time.perf_counter() - start)
+            seconds = time.perf_counter() - start
+            verdict = judge(case, reply, prepared)
+            if reply.kind == "raised" and reply.error.is_a("MemoryError"):
+                if limit is not None:
+                    verdict.message += (f" (the worker's memory limit is {format_size(limit)};"
+                                        " --memory-limit changes it)")
+                worker.kill()  # whatever it still holds is freed; the next case restarts it
+            record(case, verdict, seconds, reply.output)
         if fingerprint:
             info.fingerprint = _fingerprint(worker, timeout)
-        return ImplementationRun(info, results, _libraries(worker))
+        return ImplementationRun(info, results, _libraries(worker), "; ".join(notes))
     except BaseException:
         worker.kill()  # Ctrl-C or a failing progress callback: do not wait for the case
         raise
     finally:
-        worker.close()
+        getattr(worker, "discard", worker.close)()
 
 
 def _fingerprint(worker: Any, timeout: float) -> dict[str, Any]:

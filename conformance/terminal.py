@@ -114,7 +114,7 @@ class Progress:
         filled = int(fraction * bar_w)
         line = f"[{'#' * filled}{'.' * (bar_w - filled)}] {self._status()}"
         if case_id:
-            line += f"  {case_id}"
+            line += f"  {views.one_line(case_id)}"
         # One character short of the width: writing the last column wraps some terminals.
         line = line[:max(columns - 1, 10)]
         pad = " " * max(self._width - len(line), 0)
@@ -147,13 +147,15 @@ def matrix(report: Report, color: bool, *, unicode: bool = True, width: int | No
     rule_ids = views.rules(report)
     if not rule_ids:
         return "no results"
+    shown = {name: views.one_line(name) for name in names}  # no escapes from a report
     symbols = SYMBOLS if unicode else ASCII_SYMBOLS
     worst = report.by_rule()
     if width is None:
         width = shutil.get_terminal_size((100, 24)).columns
-    label_w = max(len(r) for r in rule_ids)
-    headers = list(names)
-    numbered = label_w + sum(len(n) + 2 for n in names) > width
+    labels = {rule: views.one_line(rule) for rule in rule_ids}
+    label_w = max(len(label) for label in labels.values())
+    headers = [shown[n] for n in names]
+    numbered = label_w + sum(len(h) + 2 for h in headers) > width
     if numbered:
         headers = [str(i + 1) for i in range(len(names))]
     col_w = [max(len(h), 1) for h in headers]
@@ -169,10 +171,10 @@ def matrix(report: Report, color: bool, *, unicode: bool = True, width: int | No
                 continue
             symbol = symbols[outcome].center(w)
             cells.append("  " + _paint(symbol, _COLOURS[outcome], color))
-        lines.append(rule.ljust(label_w) + "".join(cells))
+        lines.append(labels[rule].ljust(label_w) + "".join(cells))
     if numbered:
         lines.append("")
-        lines += [f"  {i + 1}: {name}" for i, name in enumerate(names)]
+        lines += [f"  {i + 1}: {shown[name]}" for i, name in enumerate(names)]
     legend = ", ".join(f"{symbols[o]} {label}" for o, label in views.OUTCOMES)
     lines += ["", f"({legend}; worst outcome over the rule's cases)"]
     return "\n".join(lines)
@@ -195,7 +197,8 @@ def summary(report: Report, *, max_failures: int = 20, color: bool = False) -> s
     names = views.implementations(report)
     info = {i.name: i for i in report.implementations}
     counts = report.counts()
-    name_w = max((len(n) for n in names), default=14)
+    clean = views.one_line  # every string from the report: no escapes, no control characters
+    name_w = max((len(clean(n)) for n in names), default=14)
     lines = []
 
     header = "implementation".ljust(name_w) + "".join(
@@ -204,10 +207,10 @@ def summary(report: Report, *, max_failures: int = 20, color: bool = False) -> s
     for name in names:
         i = info.get(name)
         if i is not None and i.unavailable:
-            lines.append(f"{name.ljust(name_w)}  unavailable: {i.unavailable}")
+            lines.append(f"{clean(name).ljust(name_w)}  unavailable: {clean(i.unavailable)}")
             continue
         c = counts.get(name, Counter())
-        row = name.ljust(name_w)
+        row = clean(name).ljust(name_w)
         for outcome, _ in views.OUTCOMES:
             n = c.get(outcome.value, 0)
             cell = f"  {n:>7}"
@@ -225,25 +228,33 @@ def summary(report: Report, *, max_failures: int = 20, color: bool = False) -> s
             if r.max_error is not None or r.ratio is not None:
                 numbers = (f" [error {views.fmt(r.max_error)} / tolerance "
                            f"{views.fmt(r.tolerance)}, ratio {views.fmt(r.ratio)}]")
-            message = " ".join(r.message.split())
+            message = clean(r.message)
             if len(message) > 200:
                 message = message[:199] + "…"
-            lines.append(f"  {outcome} {r.case_id} ({r.implementation}){numbers}"
+            lines.append(f"  {outcome} {clean(r.case_id)} ({clean(r.implementation)}){numbers}"
                          + (f": {message}" if message else ""))
         if len(failed) > max_failures:
             lines.append(f"  ... and {len(failed) - max_failures} more")
 
     if report.stale_xfails:
         lines += ["", "Stale xfail entries (matched no case):"]
-        lines += [f"  {entry}" for entry in report.stale_xfails]
+        lines += [f"  {clean(entry)}" for entry in report.stale_xfails]
 
     prints = [i for i in report.implementations if i.fingerprint]
     if prints:
         lines += ["", "Behaviour fingerprint:"]
         for i in prints:
-            pairs = ", ".join(f"{k}={v}" for k, v in i.fingerprint.items())
-            lines.append(f"  {i.name}: {pairs}")
+            pairs = ", ".join(f"{clean(k)}={clean(v)}" for k, v in i.fingerprint.items())
+            lines.append(f"  {clean(i.name)}: {pairs}")
 
     code = _RED if report.exit_code else _GREEN
+    notes = report.options.get("notes") if isinstance(report.options, dict) else None
+    if isinstance(notes, list) and notes:
+        lines += ["", "Notes:"]
+        lines += [f"  {_cut(clean(note), 300)}" for note in notes]
     lines += ["", _paint(views.verdict(report), _BOLD + code, color)]
     return "\n".join(lines)
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"

@@ -4,15 +4,24 @@ implementations and rules, per-cell outcome counts, the verdict and number forma
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from typing import Any
 
 from .report import Report
 from .results import CaseResult, Outcome
-from .rules import RULES
+from .rules import RULES, RUNNER_RULES
 
 __all__ = ["OUTCOMES", "cell_counts", "failures", "fingerprint_keys", "fmt", "implementations",
-           "magnitude", "rules", "verdict"]
+           "magnitude", "one_line", "plain", "rules", "verdict"]
+
+# Terminal escape sequences: CSI (colours, cursor moves, clear screen), OSC (window titles,
+# hyperlinks; ended by BEL or ESC \\), and two-character ones.
+_ESCAPES = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])"
+                      r"|\x9b[0-?]*[ -/]*[@-~]")
+# Other control characters (C0 but tab and newline, DEL, C1) and the bidirectional overrides
+# that make text read differently from what it holds.
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 #: Outcomes in the order count tables show them, with their short column labels.
 OUTCOMES: tuple[tuple[Outcome, str], ...] = (
@@ -20,6 +29,19 @@ OUTCOMES: tuple[tuple[Outcome, str], ...] = (
     (Outcome.TIMEOUT, "timeout"), (Outcome.CRASH, "crash"), (Outcome.NOT_APPLICABLE, "n/a"),
     (Outcome.XFAIL, "xfail"), (Outcome.XPASS, "xpass"),
 )
+
+
+def plain(text: object) -> str:
+    """``str(text)`` with terminal escape sequences and control characters removed (tab and
+    newline kept; a carriage return becomes a newline): what reports show of a string that
+    comes from an implementation (its name, messages, output, fingerprint)."""
+    text = str(text).replace("\r\n", "\n").replace("\r", "\n")
+    return _CONTROLS.sub("", _ESCAPES.sub("", text))
+
+
+def one_line(text: object) -> str:
+    """:func:`plain`, with every run of whitespace (newlines included) made one space."""
+    return " ".join(plain(text).split())
 
 
 def implementations(report: Report, *, tested: bool = False) -> list[str]:
@@ -37,9 +59,11 @@ def implementations(report: Report, *, tested: bool = False) -> list[str]:
 
 
 def rules(report: Report) -> list[str]:
-    """The rules the results touch: the spec's order first, unknown IDs after, sorted."""
+    """The rules the results touch: the spec's order first, then the runner's own
+    (``NO-MUTATION``), then unknown IDs, sorted."""
     seen = {rule for r in report.results for rule in r.rules}
-    return [rule for rule in RULES if rule in seen] + sorted(seen - set(RULES))
+    known = [*RULES, *RUNNER_RULES]
+    return [rule for rule in known if rule in seen] + sorted(seen - set(known))
 
 
 def cell_counts(report: Report) -> dict[tuple[str, str], Counter]:
@@ -58,11 +82,14 @@ def failures(report: Report) -> list[CaseResult]:
 
 
 def verdict(report: Report) -> str:
-    """One line: passed or failed, with the numbers behind it."""
+    """One line: passed or failed (or interrupted), with the numbers behind it."""
     total = len(report.results)
     ran = sum(r.outcome is not Outcome.NOT_APPLICABLE for r in report.results)
     bad = len(report.failed)
     impls = len(implementations(report))
+    if report.interrupted:
+        return (f"INTERRUPTED: partial report, the run did not finish ({total} results, "
+                f"{bad} of {ran} applicable cases failed)")
     if bad:
         failing = len({r.implementation for r in report.failed})
         return (f"FAILED: {bad} of {ran} applicable cases failed "

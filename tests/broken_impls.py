@@ -173,6 +173,7 @@ def _implementation(defect: str | None) -> Any:
         return_lse: bool = False,
         return_weights: bool = False,
         chunk_size: Any = None,  # accepted for signature parity; these always go direct
+        implementation: str = "portable",  # likewise: there is only one implementation here
         xp: Any = None,
     ) -> Any:
         with np.errstate(all="ignore"):

@@ -7,6 +7,7 @@ import dataclasses
 import io
 import json
 import math
+import re
 from html.parser import HTMLParser
 
 import pytest
@@ -195,7 +196,8 @@ def test_markdown(report):
     assert "| `leak/nan/float32` | `torch.sdpa` | fail | NaN in out | nan | 1e-05 | inf |" in text
     assert "### Behaviour fingerprint" in text
     assert "| `torch.sdpa` | keep | upper_left | nan | float32 | none | before_mask |" in text
-    assert "- `old/case/* # fixed <upstream>`" in text
+    # not a code span: it holds "<", which a code span would show as it is
+    assert "- old/case/* # fixed &lt;upstream&gt;" in text
     assert "attnspec " in text.splitlines()[-1]
     assert "Python" in text.splitlines()[-1]
 
@@ -369,3 +371,168 @@ def test_progress_piped():
     assert stream.getvalue() == "0/0\n"
     with pytest.raises(ValueError, match="total must be"):
         terminal.Progress(-1)
+
+
+# -- hostile strings: escaping in every format ------------------------------------------------
+
+#: Strings an implementation controls (its name, exception texts, fingerprint notes, case
+#: parameters) made to break a report: HTML and attribute injection, Markdown tables, code
+#: spans, links and images, terminal escapes (colours, clear screen, window title, OSC 8
+#: hyperlinks), newlines, bidirectional overrides.
+HOSTILE = [
+    "<script>alert(1)</script>",
+    "a|b",
+    "line\nbreak",
+    "`code`",
+    "[x](javascript:alert(1))",
+    "![pixel](http://tracker.invalid/p.png)",
+    '<img src=x onerror="alert(1)">',
+    "\" onmouseover=\"alert(1)' x='",
+    "back\\|slash\\",
+    "<!-- comment",
+    "\x1b[31mred\x1b[0m\x1b[2J\x1b]0;title\x07",
+    "\x1b]8;;http://evil.invalid\x07link\x1b]8;;\x07",
+    "\u202eevil\u202c \x00nul \x7fdel\rcarriage",
+    "&lt;already&gt; &amp;",
+]
+ALLOWED_TAGS = {"html", "head", "meta", "title", "style", "body", "h1", "h2", "p", "span",
+                "table", "tr", "th", "td", "code", "svg", "text", "g", "rect", "circle",
+                "polygon", "line", "ul", "li"}
+ALLOWED_ATTRIBUTES = {"lang", "charset", "class", "xmlns", "role", "width", "height",
+                      "viewbox", "x", "y", "transform", "text-anchor", "fill", "stroke", "rx",
+                      "cx", "cy", "r", "points", "stroke-width", "x1", "x2", "y1", "y2",
+                      "colspan"}
+
+
+def hostile_report():
+    """Every string of HOSTILE in every place a report shows an implementation's words."""
+    impls, results = [], []
+    for i, text in enumerate(HOSTILE):
+        name = f"impl{i} {text}"
+        impls.append(ImplementationInfo(name, f"backend {text}", f"dev {text}", text,
+                                        {text: text}, [text], {f"note {text}": text,
+                                                               "mask_polarity": text}))
+        params = {"magnitude": 10.0 ** (i % 4), "note": text, text: [text]}
+        results += [
+            result(f"case/{text}/float32", name, "fail", rules=("ATT-SCORE-1", f"R-{text}"),
+                   params=params, message=f"ValueError: {text}"),
+            result("score/d3/float32", name, "error", max_error=None, message=text),
+            result(f"mask/{i}/float16", name, "pass", rules=("ATT-MASK-1",), dtype="float16",
+                   params=params),
+        ]
+    impls.append(ImplementationInfo("gone " + HOSTILE[0], "torch", "cuda",
+                                    unavailable=" ".join(HOSTILE)))
+    return Report(implementations=impls, results=results,
+                  options={"notes": HOSTILE, "select": HOSTILE}, stale_xfails=HOSTILE)
+
+
+def test_html_escapes_hostile_strings():
+    page = html_report.to_html(hostile_report())
+    checker = parse(page)  # well nested: no tag of a string closed or opened one
+    assert set(checker.tags) <= ALLOWED_TAGS, set(checker.tags) - ALLOWED_TAGS
+    names = {name for name, _ in checker.attrs}
+    assert names <= ALLOWED_ATTRIBUTES, names - ALLOWED_ATTRIBUTES  # no on*= handler
+    assert not [v for _, v in checker.attrs if v and "javascript" in v]
+    lowered = page.lower()
+    for raw in ("<script", "<img", "<!--", "\x1b", "\x07", "\x00", "\u202e"):
+        assert raw not in lowered, repr(raw)
+    text = "".join(checker.text)
+    # what was said is shown as text (less its control characters)
+    for shown in ("<script>alert(1)</script>", '<img src=x onerror="alert(1)">',
+                  "[x](javascript:alert(1))", "a|b", "`code`", "back\\|slash\\",
+                  "&lt;already&gt; &amp;", "red", "evil nul delcarriage"):
+        assert shown in text.replace("\n", ""), shown
+
+
+def _cells_strict(line):
+    """A GFM table row's cells: a backslash escapes the next character."""
+    cells, current, escaped = [], "", False
+    for ch in line.strip()[1:-1]:
+        if escaped:
+            current, escaped = current + ch, False
+        elif ch == "\\":
+            current, escaped = current + ch, True
+        elif ch == "|":
+            cells.append(current)
+            current = ""
+        else:
+            current += ch
+    return [*cells, current]
+
+
+def _cells_gfm(line):
+    """As cmark-gfm splits a row: a pipe right after a backslash is part of the cell."""
+    return re.split(r"(?<!\\)\|", line.strip()[1:-1])
+
+
+def test_markdown_escapes_hostile_strings():
+    text = markdown.to_markdown(hostile_report())
+    lowered = text.lower()
+    for raw in ("<script", "<img", "<!--", "\x1b", "\x07", "\x00", "\u202e", "\r"):
+        assert raw not in lowered, repr(raw)
+    lines = text.splitlines()
+    assert not [ln for ln in lines if ln.startswith("break")]  # newlines never split a row
+    tables = 0
+    for i, line in enumerate(lines):
+        if line.startswith("|") and (i == 0 or not lines[i - 1].startswith("|")):
+            tables += 1
+            width = len(_cells_strict(line))
+            assert lines[i + 1].count("|") == width + 1  # the |---|---| line
+            j = i + 2
+            while j < len(lines) and lines[j].startswith("|"):
+                assert len(_cells_strict(lines[j])) == width, lines[j]
+                assert len(_cells_gfm(lines[j])) == width, lines[j]
+                j += 1
+    assert tables == 4  # outcomes, rules, failures, fingerprints
+    # outside code spans: no link or image syntax, no stray backtick
+    prose = re.sub(r"(?<!\\)`[^`]*`", "", text)
+    assert not re.search(r"(?<!\\)\]\(", prose)
+    assert not re.search(r"(?<!\\)`", prose)
+    assert "\\[x\\](javascript:alert(1))" in text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+
+
+def test_terminal_strips_escapes_from_hostile_strings():
+    report = hostile_report()
+    plain = terminal.summary(report, max_failures=100) + terminal.matrix(report, color=False)
+    assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e]", plain)
+    assert not [ln for ln in plain.splitlines() if ln.startswith("break")]
+    assert "impl10 red" in plain
+    assert "impl0 <script>alert(1)</script>" in plain  # a terminal shows text as it is
+    coloured = terminal.summary(report, color=True) + terminal.matrix(report, color=True)
+    # the only escape sequences left are the report's own colours
+    assert re.sub(r"\x1b\[[0-9;]*m", "", coloured).count("\x1b") == 0
+
+
+def test_progress_line_strips_escapes():
+    stream = _Stream(tty=True)
+    progress = terminal.Progress(1, stream=stream)
+    progress.update(result("c/\x1b[2J\x1b]0;x\x07/float32", "impl", "pass"))
+    assert "\x1b" not in stream.getvalue()
+
+
+def test_status_of_partial_and_old_reports(report, tmp_path):
+    """An interrupted report says so in every format and never passes; merging one with a
+    complete report gives an interrupted one; a schema 1.0 report (no status) is complete."""
+    partial = dataclasses.replace(report, status="interrupted",
+                                  results=[r for r in report.results if r.outcome.ok])
+    assert partial.interrupted
+    assert partial.exit_code == 1
+    assert validate(partial.to_json()) == []
+    assert markdown.to_markdown(partial).startswith("## attnspec conformance: ❌ INTERRUPTED")
+    assert "INTERRUPTED: partial report" in html_report.to_html(partial)
+    assert terminal.summary(partial).splitlines()[-1].startswith("INTERRUPTED")
+    assert Report.merge([report, partial]).status == "interrupted"
+    assert Report.merge([report, report]).status == "complete"
+    old = report.to_json()
+    old["schema_version"] = "1.0"
+    del old["status"]
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(old))
+    assert Report.load(path).status == "complete"
+    bad = report.to_json()
+    bad["status"] = "half-done"
+    assert validate(bad) == ["$.status: 'half-done' is not one of 'complete', 'interrupted'"]
+    path.write_text('{"schema_version": "1.1", "results": [')  # half of a report
+    with pytest.raises(ValueError, match="not a JSON report"):
+        Report.load(path)

@@ -9,7 +9,7 @@ names); everything else (availability, applicability, data movement) lives here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -18,7 +18,7 @@ from attnspec.backends import Backend, get
 
 from ..cases import Case
 
-__all__ = ["Adapter", "AdapterOutput", "dtype_name"]
+__all__ = ["Adapter", "AdapterOutput", "InvalidOutput", "dtype_name"]
 
 #: Input names the base moves to the backend; everything else is passed as is.
 _FLOAT_ARRAYS = ("query", "key", "value", "bias", "x", "w_q", "w_k", "w_v", "w_o",
@@ -30,10 +30,38 @@ def dtype_name(x: Any) -> str:
     return str(getattr(x, "dtype", type(x).__name__)).rsplit(".", 1)[-1]
 
 
+class InvalidOutput(Exception):
+    """The implementation returned something that is not an array (``None``, a list, a
+    string...). Not an exception the implementation raised: the runner records it as an
+    invalid output, so a case expecting ``TypeError`` does not pass on it."""
+
+
 @dataclass
 class AdapterOutput:
     outputs: dict[str, np.ndarray]
     dtypes: dict[str, str]
+    #: Input arrays the call changed, one line each (``query: 3 of 48 entries changed``).
+    modified: list[str] = field(default_factory=list)
+
+
+def _is_array(x: Any) -> bool:
+    """An array object (the Array API's ``shape`` and ``dtype``), not a list or a scalar."""
+    return hasattr(x, "shape") and hasattr(x, "dtype") and not isinstance(x, (str, bytes))
+
+
+def _changed(before: np.ndarray, after: Any) -> str | None:
+    """How ``after`` differs from the copy ``before`` (bit for bit), or ``None``."""
+    after = np.asarray(after)
+    if after.shape != before.shape or after.dtype != before.dtype:
+        return f"now shape {after.shape} dtype {after.dtype}, was {before.shape} {before.dtype}"
+    if after.tobytes() == before.tobytes():
+        return None
+    with np.errstate(all="ignore"):
+        differ = before != after
+        if before.dtype.kind in "fc":
+            differ &= ~(np.isnan(before) & np.isnan(after))
+    count = int(np.count_nonzero(differ)) or "some"  # NaN payloads or signed zeros
+    return f"{count} of {before.size} entries changed"
 
 
 class Adapter:
@@ -114,12 +142,44 @@ class Adapter:
         return args
 
     def run(self, case: Case, inputs: dict[str, Any]) -> AdapterOutput:
-        """Run the case; exceptions propagate (the runner records them)."""
-        results = self.call(case, self.to_backend(case, inputs))
+        """Run the case; exceptions propagate (the runner records them).
+
+        On a backend with writeable arrays, the array inputs are copied before the call and
+        compared with what the implementation left in them afterwards
+        (:attr:`AdapterOutput.modified`).
+
+        Raises
+        ------
+        InvalidOutput
+            When an output is not an array.
+        """
         backend = self.backend
+        args = self.to_backend(case, inputs)
+        watched = {}
+        if backend.has("writeable"):
+            watched = {name: backend.to_numpy(x) for name, x in args.items()
+                       if isinstance(inputs.get(name), np.ndarray)}
+        # A shallow copy: an adapter may pop its arguments, the arrays stay referenced here.
+        results = self.call(case, dict(args))
+        if not isinstance(results, dict):
+            raise InvalidOutput(f"the adapter returned {type(results).__name__}, expected a "
+                                "dict of outputs")
+        for name, x in results.items():
+            if not _is_array(x):
+                raise InvalidOutput(f"output {name!r} is not an array: the implementation "
+                                    f"returned {_describe(x)}")
         backend.synchronize(results.get("out"))
         outputs = {name: np.asarray(backend.to_numpy(x)) for name, x in results.items()}
-        return AdapterOutput(outputs, {name: dtype_name(x) for name, x in results.items()})
+        modified = []
+        for name, before in watched.items():
+            try:
+                change = _changed(before, backend.to_numpy(args[name]))
+            except Exception as exc:  # e.g. a deleted or donated buffer
+                change = f"cannot be read back after the call ({type(exc).__name__}: {exc})"
+            if change:
+                modified.append(f"{name}: {change}")
+        return AdapterOutput(outputs, {name: dtype_name(x) for name, x in results.items()},
+                             modified)
 
     def call(self, case: Case, args: dict[str, Any]) -> dict[str, Any]:
         """Call the implementation with backend arrays; return ``out`` (and ``lse``,
@@ -128,3 +188,16 @@ class Adapter:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
+
+
+def _describe(x: Any) -> str:
+    """``None`` / ``a list of 3`` / ``a str of 12 characters`` / ``an object of type Foo``."""
+    if x is None:
+        return "None"
+    if isinstance(x, (list, tuple, dict, set)):
+        return f"a {type(x).__name__} of {len(x)}"
+    if isinstance(x, (str, bytes)):
+        return f"a {type(x).__name__} of {len(x)} characters"
+    if isinstance(x, (int, float, complex, bool)):
+        return f"a Python {type(x).__name__}"
+    return f"an object of type {type(x).__name__}"

@@ -1,0 +1,80 @@
+"""Atomic file writes: every file the conformance suite writes goes through here.
+
+A report, a Markdown summary, an HTML page or a golden-vector file is written to a temporary
+file in the destination's directory (``.<name>.<random>.tmp``), flushed and synced, and only
+then renamed over the destination with :func:`os.replace` (atomic on POSIX and Windows when
+both are on one file system, which the shared directory guarantees). A reader therefore sees
+either the old file or the complete new one, never half of one: an interrupted run, a crash
+or a full disk while writing leaves the previous file as it was (and removes the temporary
+file where the process is still alive to do so).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+__all__ = ["atomic_open", "write_bytes", "write_text"]
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "w", *, encoding: str | None = "utf-8",
+                sync: bool = True) -> Iterator[IO[Any]]:
+    """Open a temporary file beside ``path``; on a clean exit it replaces ``path``.
+
+    Parameters
+    ----------
+    path : path-like
+        The destination. Its directory must exist.
+    mode : {"w", "wb"}
+        Text or binary.
+    encoding : str, optional
+        For text mode (default UTF-8).
+    sync : bool
+        ``os.fsync`` the data before the rename (default), so that a power loss cannot leave
+        an empty file behind the new name either.
+
+    Yields
+    ------
+    file object
+        Write the whole content to it. If the block raises (``KeyboardInterrupt``
+        included), the destination is left untouched and the temporary file is removed.
+
+    Notes
+    -----
+    The new file gets the permissions a plain ``open(path, "w")`` would give it (``0o666``
+    less the umask), not ``mkstemp``'s ``0o600``.
+    """
+    if mode not in ("w", "wb"):
+        raise ValueError(f"mode must be 'w' or 'wb', got {mode!r}")
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
+                 0o666)
+    try:
+        with os.fdopen(fd, mode, **({"encoding": encoding} if mode == "w" else {})) as fh:
+            yield fh
+            fh.flush()
+            if sync:
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_text(path: str | os.PathLike, text: str, *, encoding: str = "utf-8") -> None:
+    """Replace ``path`` with ``text``, atomically (see :func:`atomic_open`)."""
+    with atomic_open(path, "w", encoding=encoding) as fh:
+        fh.write(text)
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Replace ``path`` with ``data``, atomically (see :func:`atomic_open`)."""
+    with atomic_open(path, "wb") as fh:
+        fh.write(data)

@@ -1,0 +1,158 @@
+"""Hostile implementations under test, for tests/test_conformance_hostile.py.
+
+Like tests/runner_impls.py (whose raises, hangs, wrong_shape, wrong_dtype, exits, segfaults
+and non_array the hostile tests run too), each one is attnspec's own attention on NumPy and
+misbehaves only on the trigger case, a head dimension of ``TRIGGER_DK``: it returns a
+non-array or NaN, loops or sleeps past the timeout, aborts, dereferences a null pointer,
+allocates without bound, floods stdout/stderr, or writes into its inputs. The cases after the
+trigger show that the run went on.
+
+The runner's workers import this module by name (``"hostile_impls:busy_loop"``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+import time
+from typing import Any
+
+import numpy as np
+from runner_impls import _implementation, _map_out
+
+import attnspec
+
+#: ``sleeps_past_timeout`` sleeps this long; the tests' timeout is shorter.
+SLEEP = 10.0
+#: ``allocates`` stops here if no memory limit stopped it first (so that a broken limit
+#: fails the test instead of exhausting the machine).
+ALLOCATION_CAP = 2 << 30
+#: ``chatty`` writes this many bytes to stdout and as many to stderr.
+CHATTER = 3 << 20
+#: The marker ``aborts`` prints to stderr before it aborts.
+LAST_WORDS = "hostile_impls: about to abort"
+
+
+@_implementation
+def returns_none(result, query, key):
+    return None
+
+
+@_implementation
+def returns_list(result, query, key):
+    return _map_out(result, lambda out: out.tolist())
+
+
+@_implementation
+def returns_string(result, query, key):
+    return "attention output"
+
+
+@_implementation
+def returns_nan(result, query, key):
+    return _map_out(result, lambda out: np.full_like(out, np.nan))
+
+
+@_implementation
+def busy_loop(result, query, key):
+    while True:  # holds the GIL: nothing in the worker answers any more
+        pass
+
+
+@_implementation
+def sleeps_past_timeout(result, query, key):
+    time.sleep(SLEEP)  # then answers, long after the parent gave up on it
+    return result
+
+
+@_implementation
+def aborts(result, query, key):
+    print(LAST_WORDS, file=sys.stderr, flush=True)
+    os.abort()
+
+
+@_implementation
+def null_deref(result, query, key):
+    ctypes.string_at(0)  # reads address 0: a real SIGSEGV, not a signal sent to itself
+    return result
+
+
+@_implementation
+def allocates(result, query, key):
+    hoard, total = [], 0
+    while total < ALLOCATION_CAP:
+        block = np.ones(1 << 23)  # 64 MiB, every page touched
+        hoard.append(block)
+        total += block.nbytes
+    return result
+
+
+@_implementation
+def chatty(result, query, key):
+    line = "x" * 1023 + "\n"
+    for _ in range(CHATTER // len(line)):
+        sys.stdout.write(line)
+        sys.stderr.write(line.upper())
+    os.write(1, b"and a last line straight to file descriptor 1\n")
+    return result
+
+
+@_implementation
+def raises_keyboard_interrupt(result, query, key):
+    raise KeyboardInterrupt  # the implementation's, not the user's Ctrl-C
+
+
+def mutates(query: Any, key: Any, value: Any, **kwargs: Any) -> Any:
+    """Right output, but it scales ``key`` and zeroes a row of ``value`` in place after
+    computing it, on every case."""
+    result = attnspec.scaled_dot_product_attention(query, key, value, **kwargs)
+    key *= 2
+    value[..., 0, :] = 0
+    return result
+
+
+mutates.attnspec_capabilities = returns_none.attnspec_capabilities
+
+
+def mutates_mask(query: Any, key: Any, value: Any, *, mask: Any = None, **kwargs: Any) -> Any:
+    """Right output, then flips its boolean mask (when it was given one)."""
+    result = attnspec.scaled_dot_product_attention(query, key, value, mask=mask, **kwargs)
+    if mask is not None:
+        np.logical_not(mask, out=mask)
+    return result
+
+
+mutates_mask.attnspec_capabilities = returns_none.attnspec_capabilities
+
+
+class Unprintable(Exception):
+    def __str__(self):
+        raise RuntimeError("no str for you")
+
+
+@_implementation
+def raises_unprintable(result, query, key):
+    raise Unprintable
+
+
+@_implementation
+def evil_exception(result, query, key):
+    """Raises an exception whose text is made to break reports: HTML, Markdown, terminal
+    escapes and newlines."""
+    raise ValueError("<script>alert(1)</script> a|b `code` [x](javascript:alert(1)) "
+                     "\x1b[2J\x1b]0;pwned\x07 line\nbreak")
+
+
+@_implementation
+def reports_memory_limit(result, query, key):
+    """Raises with the soft limit its worker runs under (``RLIMIT_DATA`` on Linux)."""
+    import resource
+
+    kind = resource.RLIMIT_DATA if sys.platform.startswith("linux") else resource.RLIMIT_AS
+    raise RuntimeError(f"soft limit {resource.getrlimit(kind)[0]}")
+
+
+#: A name made to break reports (HTML, Markdown, a terminal), for an adapter object.
+EVIL_NAME = ("<script>alert(1)</script> a|b `code` [x](javascript:alert(1)) "
+             "\x1b[31mred\x1b[0m\x1b]0;title\x07 line\nbreak")
