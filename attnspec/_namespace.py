@@ -19,9 +19,27 @@ Array: TypeAlias = Any
 Namespace: TypeAlias = ModuleType
 
 
+#: type -> its namespace (``None``: not an array). array_api_compat decides from the type
+#: alone, and asking it costs microseconds per argument, which at small shapes is most of
+#: a call.
+_NAMESPACE_OF_TYPE: dict[type, Namespace | None] = {}
+
+
+def _type_namespace(x: Any) -> Namespace | None:
+    t = type(x)
+    try:
+        return _NAMESPACE_OF_TYPE[t]
+    except KeyError:
+        pass
+    ns = (array_api_compat.array_namespace(x) if array_api_compat.is_array_api_obj(x)
+          else None)
+    _NAMESPACE_OF_TYPE[t] = ns
+    return ns
+
+
 def is_array(x: Any) -> bool:
     """True for an array of any Array API namespace that array_api_compat knows."""
-    return bool(array_api_compat.is_array_api_obj(x))
+    return _type_namespace(x) is not None
 
 
 def label(xp: Namespace) -> str:
@@ -70,7 +88,7 @@ def namespace_of(
             continue
         if not is_array(a):
             raise TypeError(f"{where}{name} must be an array; got {type(a).__name__}")
-        other = array_api_compat.array_namespace(a)
+        other = _type_namespace(a)
         if ns is None:
             ns, ref = other, f"{name} is a {label(other)} array"
         elif other is not ns:
@@ -117,12 +135,28 @@ def accumulation_dtype(xp: Namespace, dtype: Any) -> Any:
     return xp.float64 if dtype == xp.float64 else xp.float32
 
 
+_KIND_CACHE: dict[tuple[Any, Any, str], bool] = {}
+
+
+def _is_kind(xp: Namespace, dtype: Any, kind: str) -> bool:
+    # isdtype is slow on some namespaces (NumPy: ~2 us); dtypes are few and hashable.
+    key = (xp, dtype, kind)
+    try:
+        return _KIND_CACHE[key]
+    except KeyError:
+        pass
+    except TypeError:  # an unhashable dtype object
+        return bool(xp.isdtype(dtype, kind))
+    result = _KIND_CACHE[key] = bool(xp.isdtype(dtype, kind))
+    return result
+
+
 def is_real_floating(xp: Namespace, dtype: Any) -> bool:
-    return bool(xp.isdtype(dtype, "real floating"))
+    return _is_kind(xp, dtype, "real floating")
 
 
 def is_integer(xp: Namespace, dtype: Any) -> bool:
-    return bool(xp.isdtype(dtype, "integral"))
+    return _is_kind(xp, dtype, "integral")
 
 
 def to_dtype(xp: Namespace, x: Array, dtype: Any) -> Array:

@@ -316,7 +316,7 @@ def attention_arguments(query, key, value, *, mask, bias, causal, window, alignm
     check_chunk_size(chunk_size)
     window = check_band_options(causal, window, alignment)
 
-    index = xp.arange(1, device=device).dtype
+    index = None if kv_lengths is None and q_lengths is None else _index_dtype(xp, device)
     if kv_lengths is not None:
         kv_lengths = as_lengths(kv_lengths, "kv_lengths", xp, device, index)
         check_lengths_shape("kv_lengths", kv_lengths, shape.batch)
@@ -324,3 +324,8 @@ def attention_arguments(query, key, value, *, mask, bias, causal, window, alignm
         q_lengths = as_lengths(q_lengths, "q_lengths", xp, device, index)
         check_lengths_shape("q_lengths", q_lengths, shape.batch)
     return AttentionArguments(xp, shape, device, window, kv_lengths, q_lengths, dropout_p)
+
+
+def _index_dtype(xp: Namespace, device: Any) -> Any:
+    """The namespace's default integer dtype (what ``arange`` gives)."""
+    return xp.arange(1, device=device).dtype

@@ -56,6 +56,8 @@ def choose_blocks(shape, chunk_size, return_weights: bool, large: bool = False
 
 def _large_blocks(x, xp) -> bool:
     """Large blocks for lazy arrays (traced JAX, Dask) and for accelerator memory."""
+    if array_api_compat.is_numpy_array(x):
+        return False
     if array_api_compat.is_lazy_array(x) or array_api_compat.is_cupy_namespace(xp):
         return True
     return any(tag in str(array_api_compat.device(x)).lower() for tag in ("cuda", "gpu", "mps"))
