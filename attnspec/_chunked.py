@@ -10,7 +10,6 @@ rescaled once per key block).
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 
 import array_api_compat
 
@@ -46,7 +45,7 @@ def chunked(p: Problem, block_q: int, block_k: int, return_lse: bool,
     col_blocks = _blocks(shape.lk, block_k)
     row_blocks = _blocks(shape.lq, block_q)
     if len(row_blocks) > 1 and not array_api_compat.is_lazy_array(p.k):
-        p = replace(p, kt=transposed_copy(p.k, xp))
+        p = p._replace(kt=transposed_copy(p.k, xp))
     outs, lses, weight_rows = [], [], []
     for rows in row_blocks:
         live = [c for c in col_blocks if not block_outside_band(rows, c, offset, limits)]

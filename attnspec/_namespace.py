@@ -113,7 +113,7 @@ def check_same_device(arrays: Mapping[str, Any], *, func: str = "") -> Any:
     where = f"{func}: " if func else ""
     ref_name, ref = None, None
     for name, a in arrays.items():
-        if not is_array(a):
+        if a is None or not is_array(a):
             continue
         d = array_api_compat.device(a)
         if ref_name is None:

@@ -8,16 +8,16 @@ for many. Every mask, bias and softcap rule of the spec is applied here and nowh
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ._namespace import Array, Namespace, to_dtype
 from ._validate import AttentionShape
 from .masks import Block, Window, block_keep, slice_block
 
 
-@dataclass(frozen=True)
-class Problem:
+class Problem(NamedTuple):
+    # A NamedTuple, not a frozen dataclass: it is built once per call, and a frozen
+    # dataclass's __init__ costs microseconds, which at small shapes is visible.
     xp: Namespace
     shape: AttentionShape
     dtype: Any  # the input dtype (outputs are returned in it)

@@ -23,7 +23,7 @@ BLOCK_BYTES = 4 * 2**20
 #: Accelerators and lazy graphs (JAX under jit, Dask) want few, large blocks instead: every
 #: block is a kernel launch or a graph node, and XLA/Dask schedule memory themselves.
 LARGE_BLOCK_BYTES = 256 * 2**20
-#: Key blocks longer than this are split (online softmax) even when memory allows more.
+#: Key block length when a slab of ``ROW_QUANTUM`` rows over all keys exceeds the budget.
 BLOCK_K = 8192
 #: Query blocks are multiples of this many rows (no ragged BLAS panels), unless Lq is smaller.
 ROW_QUANTUM = 16
@@ -46,7 +46,10 @@ def choose_blocks(shape, chunk_size, return_weights: bool, large: bool = False
     budget = LARGE_BLOCK_BYTES if large else BLOCK_BYTES
     if return_weights or (large and heads * shape.lq * shape.lk * 4 <= budget):
         return None
-    block_k = min(shape.lk, BLOCK_K)
+    # All keys in one block when a minimal slab of rows fits (decode: Lq = 1 against a long
+    # cache), so no running rescale is needed; else key blocks of BLOCK_K.
+    slab = heads * min(shape.lq, ROW_QUANTUM) * shape.lk * 4
+    block_k = shape.lk if slab <= budget else min(shape.lk, BLOCK_K)
     rows = budget // (4 * heads * block_k)
     block_q = max(ROW_QUANTUM, rows - rows % ROW_QUANTUM)
     if block_q >= shape.lq and block_k == shape.lk:

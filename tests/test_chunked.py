@@ -197,11 +197,15 @@ def test_heuristic_chooses_the_path():
     assert choose_blocks(small, None, False, large=True) is None
     bq, bk = choose_blocks(big, None, False, large=True)
     assert bq * bk * 4 <= LARGE_BLOCK_BYTES
-    assert bk == BLOCK_K
-    for shape in (mid, big):
+    assert bq < big.lq
+    huge = AttentionShape((1,), 1, 1, 131072, 131072, 64, 64)
+    decode = AttentionShape((1,), 8, 8, 1, 65536, 128, 128)
+    assert choose_blocks(decode, None, False) is None  # all keys fit one block: direct
+    assert choose_blocks(huge, None, False)[1] == BLOCK_K  # keys split: online softmax
+    for shape in (mid, big, huge):
         bq, bk = choose_blocks(shape, None, False)
         heads = shape.batch[0] * shape.hq
-        assert bk == min(shape.lk, BLOCK_K)
+        assert bk == shape.lk or bk == BLOCK_K
         assert bq == shape.lq or bq % ROW_QUANTUM == 0
         assert heads * bq * bk * 4 <= BLOCK_BYTES or bq == ROW_QUANTUM
     assert choose_blocks(mid, None, False)[0] < mid.lq  # several query blocks

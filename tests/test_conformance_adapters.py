@@ -387,10 +387,11 @@ def test_backend_and_device_select_builtins():
     (the rest raise ValueError: what the runner leaves out when asked for all)."""
     assert _builtins_on() == builtin_names()
     assert _builtins_on(backend="torch-cpu") == [
-        "attnspec[torch-cpu]", "torch.sdpa", "torch.mha", "torch.softmax"]
+        "attnspec[torch-cpu]", "torch.sdpa", "torch.mha", "torch.softmax",
+        "attnspec.native.torch"]
     on_gpu = _builtins_on(device="cuda")
     assert {"attnspec[torch-cuda]", "attnspec[jax-gpu]", "attnspec[cupy]", "flash_attn",
-            "torch.sdpa"} <= set(on_gpu)
+            "torch.sdpa", "attnspec.native.torch", "attnspec.native.jax"} <= set(on_gpu)
     assert not {"attnspec[numpy]", "scipy.softmax", "onnxruntime.attention"} & set(on_gpu)
     assert "attnspec[cupy]" not in _builtins_on(device="cpu")
 
