@@ -140,7 +140,8 @@ def scaled_dot_product_attention(
         framework's fused kernel (torch SDPA, ``jax.nn.dot_product_attention``; see
         :mod:`attnspec.native`) when, for these arguments, it computes exactly the spec's
         result (no ``mask``/``bias``/``softcap``/``window``/``q_lengths``/dropout/``lse``/
-        ``weights``, a dtype and alignment the kernel gets right), else the portable path.
+        ``weights``, a dtype and alignment the kernel gets right) unless that kernel is
+        measured slower there (JAX on the CPU), else the portable path.
         ``"native"``: the kernel or a ``ValueError`` saying why not.
         :func:`attnspec.native_plan` tells which path a call takes.
     xp : namespace, optional
@@ -190,7 +191,7 @@ def scaled_dot_product_attention(
         call = NativeCall(xp, query, key, value, shape, causal, alignment,
                           default_scale(shape.dk) if scale is None else scale, kv_lengths,
                           device)
-        kernel, reason = _native.plan(call, options)
+        kernel, reason = _native.plan(call, options, implementation)
         if kernel is not None:
             return kernel(_zero_padding(call))
         if implementation == "native":
@@ -246,7 +247,8 @@ def _zero_padding(call: NativeCall) -> NativeCall:
 
 def native_plan(query: Array, key: Array, value: Array, /, **options) -> Plan:
     """Which path ``scaled_dot_product_attention(query, key, value, **options,
-    implementation="auto")`` takes, and why.
+    implementation="auto")`` takes, and why (pass ``implementation="native"`` to ask what
+    ``"native"`` would run: it also takes kernels that ``"auto"`` passes over as slower).
 
     Returns
     -------
@@ -262,7 +264,8 @@ def native_plan(query: Array, key: Array, value: Array, /, **options) -> Plan:
     >>> attnspec.native_plan(q, q, q, causal=True).kernel is None
     True
     """
-    options.pop("implementation", None)
+    implementation = options.pop("implementation", "auto")
+    _check_implementation(implementation)
     for name in ("return_lse", "return_weights", "dropout_p"):
         options.setdefault(name, False if name != "dropout_p" else 0.0)
     checked = {k: options.pop(k, None) for k in (
@@ -282,7 +285,7 @@ def native_plan(query: Array, key: Array, value: Array, /, **options) -> Plan:
     call = NativeCall(args.xp, query, key, value, args.shape, causal, alignment,
                       default_scale(args.shape.dk) if scale is None else scale,
                       args.kv_lengths, args.device)
-    kernel, reason = _native.plan(call, dict(
+    kernel, reason = _native.plan(call, implementation=implementation, options=dict(
         mask=checked["mask"], bias=checked["bias"], softcap=checked["softcap"],
         window=_band(args.window), q_lengths=checked["q_lengths"],
         dropout_mask=checked["dropout_mask"], return_lse=return_lse,

@@ -63,6 +63,9 @@ class NativeKernel(Protocol):
     def __call__(self, call: NativeCall) -> Array:
         """The attention output, shape ``(*batch, Hq, Lq, Dv)`` in the input dtype."""
 
+    # Optional: ``slower(call) -> str | None``, why ``implementation="auto"`` should keep
+    # the portable path although the kernel would be right (it is measured slower there).
+
 
 class Plan(NamedTuple):
     """What ``implementation="auto"`` does with a call: the kernel's name, or ``None`` for
@@ -108,9 +111,12 @@ def unsupported_option(options: dict[str, Any]) -> str | None:
     return None
 
 
-def plan(call: NativeCall, options: dict[str, Any]) -> tuple[NativeKernel | None, str]:
+def plan(call: NativeCall, options: dict[str, Any], implementation: str = "auto"
+         ) -> tuple[NativeKernel | None, str]:
     """The kernel that takes ``call`` (first that handles its namespace and does not
-    decline), or ``None`` and why none does."""
+    decline), or ``None`` and why none does. With ``implementation="auto"`` a kernel whose
+    optional ``slower(call)`` gives a reason (it is measured slower than the portable path
+    there) is passed over too; ``"native"`` takes it anyway."""
     reason = unsupported_option(options)
     if reason is not None:
         return None, reason
@@ -121,6 +127,9 @@ def plan(call: NativeCall, options: dict[str, Any]) -> tuple[NativeKernel | None
         if not kernel.handles(call.xp):
             continue
         why = kernel.decline(call)
+        if why is None and implementation == "auto":
+            slower = getattr(kernel, "slower", None)
+            why = slower(call) if slower is not None else None
         if why is None:
             return kernel, ""
         reasons.append(f"{kernel.name}: {why}")

@@ -49,6 +49,14 @@ class JaxDotProductAttentionKernel:
             return "scale is an array (JAX takes a Python float)"
         return None
 
+    def slower(self, call: NativeCall) -> str | None:
+        # On the CPU, jax.nn.dot_product_attention is an XLA composition like attnspec's
+        # own, plus two layout transposes: measured 2-3x slower under jit (benchmarks/).
+        if "cpu" in str(call.device).lower():
+            return ("slower than the portable path on the CPU (both are XLA compositions; "
+                    "implementation='native' uses it anyway)")
+        return None
+
     def __call__(self, call: NativeCall) -> Any:
         import jax
 

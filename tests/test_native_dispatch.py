@@ -55,7 +55,7 @@ def test_native_agrees_with_float64_oracle(nb, rng, options, lq):
     """Accepted calls dispatch (the plan names the kernel) and match the float64 oracle."""
     lk = 16 if options.get("alignment") != "lower_right" or nb.framework == "torch" else lq
     (q, k, v), args = _qkv(nb, rng, (2, 4, lq, 8), (2, 2, lk, 8))
-    plan = attnspec.native_plan(*args, **options)
+    plan = attnspec.native_plan(*args, implementation="native", **options)
     assert plan.kernel is not None, plan.reason
     out = attnspec.scaled_dot_product_attention(*args, implementation="native", **options)
     expected = oracle(q, k, v, **options)[0]
@@ -69,7 +69,7 @@ def test_native_dtypes_dispatch_or_say_why(nb, rng, dtype):
     if dtype not in nb.dtypes:
         pytest.skip(f"{nb.name}: no {dtype}")
     (_q, _k, _v), args = _qkv(nb, rng, (1, 2, 8, 8), (1, 2, 8, 8), dtype)
-    plan = attnspec.native_plan(*args, causal=True)
+    plan = attnspec.native_plan(*args, causal=True, implementation="native")
     out = attnspec.scaled_dot_product_attention(*args, causal=True, implementation="auto")
     assert str(out.dtype).endswith(dtype)
     if plan.kernel is None:
@@ -99,7 +99,7 @@ def test_options_without_a_kernel_take_the_portable_path(nb, rng, name, make):
     them portably, 'native' refuses naming the option."""
     (_q, _k, _v), args = _qkv(nb, rng, (1, 2, 8, 8), (1, 2, 8, 8))
     value = make(nb)
-    plan = attnspec.native_plan(*args, **{name: value})
+    plan = attnspec.native_plan(*args, implementation="native", **{name: value})
     assert plan.kernel is None
     assert f"{name}=" in plan.reason
     with pytest.raises(ValueError, match=f"{name}="):
@@ -235,3 +235,17 @@ def test_registered_kernels_are_asked_first(monkeypatch, rng):
     assert attnspec.native_plan(odd, odd, odd).reason == "test.recording: odd Lq"
     with pytest.raises(TypeError, match=r"kernel must have a .name. attribute"):
         native.register(object())
+
+
+def test_auto_passes_over_a_kernel_measured_slower(rng):
+    """jax.nn.dot_product_attention on the CPU is right but slower than the portable path
+    (benchmarks/): 'auto' keeps the portable path and says why; 'native' still uses it."""
+    b = _backend("jax-cpu")
+    (q, k, v), args = _qkv(b, rng, (1, 2, 8, 8), (1, 2, 8, 8))
+    auto = attnspec.native_plan(*args, causal=True)
+    assert auto.kernel is None
+    assert "slower" in auto.reason
+    assert attnspec.native_plan(*args, causal=True, implementation="native").kernel
+    out = attnspec.scaled_dot_product_attention(*args, causal=True, implementation="auto")
+    np.testing.assert_allclose(np.asarray(out), oracle(q, k, v, causal=True)[0],
+                               atol=2e-5, rtol=2e-5)
