@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping
 from types import ModuleType
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, cast
 
 import array_api_compat
 
@@ -52,7 +52,8 @@ def _canonical(xp: Namespace) -> Namespace:
     # The namespace array_api_compat returns for this module's own arrays: ``numpy``,
     # ``torch`` and ``dask.array`` map to their array_api_compat wrappers, so an explicit
     # ``xp=numpy`` and an inferred namespace compare equal.
-    return array_api_compat.array_namespace(xp.asarray(0))
+    ns: Namespace = array_api_compat.array_namespace(xp.asarray(0))
+    return ns
 
 
 def explicit_namespace(xp: Any) -> Namespace:
@@ -88,7 +89,7 @@ def namespace_of(
             continue
         if not is_array(a):
             raise TypeError(f"{where}{name} must be an array; got {type(a).__name__}")
-        other = _type_namespace(a)
+        other = cast(Namespace, _type_namespace(a))  # not None: ``a`` is an array
         if ns is None:
             ns, ref = other, f"{name} is a {label(other)} array"
         elif other is not ns:

@@ -189,7 +189,7 @@ def check_positive_real(name: str, value: Any, xp: Namespace) -> None:
     if value is None:
         return
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        if not (math.isfinite(value) and value > 0):
+        if not (math.isfinite(value) and value > 0):  # type: ignore[operator]  # Real: no ops
             raise ValueError(f"{name} must be a finite number > 0; got {value!r}")
         return
     if not is_array(value):
@@ -204,9 +204,9 @@ def check_positive_real(name: str, value: Any, xp: Namespace) -> None:
 def check_dropout(dropout_p: Any, dropout_mask: Array | None) -> float:
     if isinstance(dropout_p, bool) or not isinstance(dropout_p, numbers.Real):
         raise TypeError(f"dropout_p must be a float in [0, 1); got {type(dropout_p).__name__}")
-    if not 0.0 <= dropout_p < 1.0:
+    if not 0.0 <= dropout_p < 1.0:  # type: ignore[operator]  # numbers.Real declares no <
         raise ValueError(f"dropout_p must be in [0, 1); got {dropout_p!r}")
-    if dropout_p > 0.0 and dropout_mask is None:
+    if dropout_p > 0.0 and dropout_mask is None:  # type: ignore[operator]
         raise ValueError(
             "dropout_p > 0 needs dropout_mask= (a bool keep-mask): the Array API standard has "
             f"no random numbers, so the caller draws them; got dropout_p={dropout_p!r} and "
@@ -292,9 +292,10 @@ class AttentionArguments(NamedTuple):
     dropout_p: float
 
 
-def attention_arguments(query, key, value, *, mask, bias, causal, window, alignment, scale,
-                        softcap, kv_lengths, q_lengths, dropout_mask, dropout_p, chunk_size,
-                        xp) -> AttentionArguments:
+def attention_arguments(query: Any, key: Any, value: Any, *, mask: Any, bias: Any,
+                        causal: Any, window: Any, alignment: Any, scale: Any, softcap: Any,
+                        kv_lengths: Any, q_lengths: Any, dropout_mask: Any, dropout_p: Any,
+                        chunk_size: Any, xp: Any) -> AttentionArguments:
     """Every check of ``scaled_dot_product_attention``'s arguments, in one place."""
     arrays = {
         "query": query, "key": key, "value": value, "mask": mask, "bias": bias,

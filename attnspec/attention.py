@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import array_api_compat
 
 from . import _validate as check
@@ -29,8 +31,8 @@ BLOCK_K = 8192
 ROW_QUANTUM = 16
 
 
-def choose_blocks(shape, chunk_size, return_weights: bool, large: bool = False
-                  ) -> tuple[int, int] | None:
+def choose_blocks(shape: check.AttentionShape, chunk_size: int | tuple[int, int] | None,
+                  return_weights: bool, large: bool = False) -> tuple[int, int] | None:
     """``(block_q, block_k)`` for the chunked path, or ``None`` for the direct path.
 
     ``large``: the arrays live on an accelerator or in a lazy graph (see
@@ -42,7 +44,8 @@ def choose_blocks(shape, chunk_size, return_weights: bool, large: bool = False
     if chunk_size == 0 or 0 in (shape.lq, shape.lk, heads):
         return None
     if chunk_size is not None:
-        return (chunk_size, chunk_size) if isinstance(chunk_size, int) else tuple(chunk_size)
+        return (chunk_size, chunk_size) if isinstance(chunk_size, int) else (
+            chunk_size[0], chunk_size[1])
     budget = LARGE_BLOCK_BYTES if large else BLOCK_BYTES
     if return_weights or (large and heads * shape.lq * shape.lk * 4 <= budget):
         return None
@@ -57,7 +60,7 @@ def choose_blocks(shape, chunk_size, return_weights: bool, large: bool = False
     return min(shape.lq, block_q), block_k
 
 
-def _large_blocks(x, xp) -> bool:
+def _large_blocks(x: Array, xp: Namespace) -> bool:
     """Large blocks for lazy arrays (traced JAX, Dask) and for accelerator memory."""
     if array_api_compat.is_numpy_array(x):
         return False
@@ -245,7 +248,7 @@ def _zero_padding(call: NativeCall) -> NativeCall:
                          value=xp.where(real_key, call.value, 0.0))
 
 
-def native_plan(query: Array, key: Array, value: Array, /, **options) -> Plan:
+def native_plan(query: Array, key: Array, value: Array, /, **options: Any) -> Plan:
     """Which path ``scaled_dot_product_attention(query, key, value, **options,
     implementation="auto")`` takes, and why (pass ``implementation="native"`` to ask what
     ``"native"`` would run: it also takes kernels that ``"auto"`` passes over as slower).

@@ -29,7 +29,6 @@ from ._namespace import (
 from ._shapes import broadcast_shapes, fmt
 from ._validate import (
     MASK_HINT,
-    Window,
     as_lengths,
     check_alignment,
     check_band_options,
@@ -38,6 +37,7 @@ from ._validate import (
     check_window,
     shape_of,
 )
+from ._validate import Window as Window  # re-exported: attention, mha, _problem import it
 
 __all__ = [
     "attention_mask",
