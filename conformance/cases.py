@@ -80,7 +80,10 @@ def make_inputs(case: Case) -> dict[str, Any]:
 
     Returns a dict with the array arguments present in the case (``query``, ``key``, ...,
     or ``x``/``where`` for the softmax family) and the scalar options (``causal``,
-    ``alignment``, ``window``, ``scale``, ``softcap``, ``dropout_p``).
+    ``alignment``, ``window``, ``scale``, ``softcap``, ``dropout_p``). A gradient case
+    (``params["backward"]``) also has ``__cotangent__``, the cotangent of ``out`` (from
+    its own stream of the case's seed, rounded to the case dtype); keys starting with
+    ``__`` are not arguments of the call.
     """
     rng = np.random.default_rng(case.seed)
     if case.op in SOFTMAX_OPS:
@@ -163,6 +166,12 @@ def _attention_inputs(case: Case, rng: np.random.Generator) -> dict[str, Any]:
     _poison(case, inputs, rng)
     _transform(case, inputs, rng)
     _invalid(case, inputs)
+    if p.get("backward"):
+        # The output cotangent of a gradient case: its own stream of the case's seed (the
+        # inputs stay those of the forward case with the same parameters), rounded to the
+        # case dtype like every input.
+        cot = np.random.default_rng([case.seed, 1]).standard_normal((*batch, hq, lq, dv))
+        inputs["__cotangent__"] = round_to(cot, case.dtype)
     return inputs
 
 

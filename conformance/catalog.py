@@ -4,6 +4,11 @@
 built-in adapter); ``catalog(full=True)`` the whole grid of the conformance issue (head dims
 1 to 256, Lk up to 1025, 0-2 batch dims, GQA ratios 1/2/4/8 and MQA, four dtypes, ...).
 Case IDs are ``<group>/<variant>/<dtype>``; ``RULE_GROUPS`` maps every rule to its groups.
+
+Gradient cases (``params["backward"]``: groups ``grad``, ``grad-masked``, ``grad-poison-kv``,
+``determinism-grad``; ``--select grad`` picks them) grade ``dq``, ``dk``, ``dv`` (``dbias``)
+as well as ``out``; determinism cases (``params["repeat"]``) make the same call several times
+and compare the results bit for bit.
 """
 
 from __future__ import annotations
@@ -40,8 +45,8 @@ def _slug(params: dict) -> str:
     if params.get("dv", params["dk"]) != params["dk"]:
         parts.append(f"v{params['dv']}")
     for key in sorted(params):
-        if key in ("batch", "hq", "hkv", "lq", "lk", "dk", "dv"):
-            continue
+        if key in ("batch", "hq", "hkv", "lq", "lk", "dk", "dv", "backward"):
+            continue  # "backward": the group's name says so (grad*, determinism-grad)
         value = params[key]
         if isinstance(value, (list, tuple)):
             value = "_".join("n" if x is None else str(x) for x in value)
@@ -188,6 +193,59 @@ def _accumulate(full: bool):
         yield _shape(batch=(), hq=2, hkv=2, lq=4, lk=lk, dk=128), HALF
 
 
+def _grad(full: bool):
+    # Gradients dq, dk, dv (dbias with a bias) of out for a random cotangent (ATT-GRAD-2).
+    # The default keeps one case per option (each one is a compilation under JAX); the full
+    # grid adds head dims, MQA and the longest row, in every dtype.
+    yield _shape(backward=True), ALL_DTYPES
+    for dk in (1, 40, 128, 256) if full else ():
+        yield _shape(dk=dk, backward=True), ("float32",)
+    if full:
+        yield _shape(hq=8, hkv=1, backward=True), ("float32",)
+    yield _shape(lq=9, causal=True, backward=True), ("float32",)
+    yield _shape(mask="dense", bias="random", backward=True), ("float32", "bfloat16")
+    yield _shape(softcap=5.0, magnitude=8.0, bias="random", mask="dense", backward=True), (
+        "float32",)
+    yield _shape(dropout_p=0.25, backward=True), ("float32",)
+    yield _shape(lq=9, window=[2, 1], backward=True), ("float32",)
+    yield _shape(scale=0.3, dv=5, backward=True), ("float32",)
+    # one long row: the backward's reductions over 257 (1025) keys, where half precision
+    # shows (MQA: dk and dv sum over 8 query heads)
+    for lk in (257, 1025) if full else (257,):
+        yield (_shape(lq=1, lk=lk, hq=8, hkv=1, dk=64, causal=True, alignment="lower_right",
+                      kv_lengths=[lk, lk // 3], backward=True), ("bfloat16",))
+
+
+def _grad_masked(full: bool):
+    # Fully masked rows and masked keys: zero gradient, never NaN (ATT-GRAD-1, ATT-EMPTY-1),
+    # one case per way of masking.
+    yield _shape(mask="empty_rows", backward=True), ("float32",)
+    yield _shape(kv_lengths=[9, 0], backward=True), ("float32",)
+    yield _shape(bias="row_neg_inf", backward=True), ("float32",)
+    yield _shape(lq=9, lk=6, causal=True, alignment="lower_right", backward=True), ("float32",)
+    yield _shape(q_lengths=[4, 2], kv_lengths=[9, 3], causal=True, alignment="lower_right",
+                 backward=True), ("float32",)
+
+
+def _grad_poison_kv(full: bool):
+    # NaN/inf in K/V rows past kv_lengths reach no gradient (ATT-GRAD-1, ATT-LEAK-2).
+    yield _shape(kv_lengths=[5, 2], poison="kv", backward=True), ("float32",)
+
+
+#: Calls a determinism case repeats (ATT-DET-1).
+REPEATS = 3
+
+
+def _determinism(backward: bool):
+    def gen(full: bool):
+        # Large enough for a framework's CPU kernels to split their work over threads
+        # (blocks of query rows, heads), small enough to stay cheap three times over.
+        # Causal without a mask: what the native dispatch sends to the framework kernels.
+        yield (_shape(hq=8, hkv=2, lq=64, lk=128, dk=32, causal=True, repeat=REPEATS,
+                      **({"backward": True} if backward else {})), ("float32",))
+    return gen
+
+
 def _dtype_errors(full: bool):
     yield _shape(error="mixed_dtypes"), ("float32",)
 
@@ -257,6 +315,11 @@ GROUPS: dict[str, tuple[str, tuple[str, ...], Any]] = {
     "shift-logits": ("attention", ("ATT-PROP-4",), _shift),
     "extreme": ("attention", ("ATT-SCORE-1", "ATT-LSE-1"), _extreme),
     "accumulate": ("attention", ("ATT-DTYPE-2",), _accumulate),
+    "grad": ("attention", ("ATT-GRAD-2",), _grad),
+    "grad-masked": ("attention", ("ATT-GRAD-1", "ATT-EMPTY-1"), _grad_masked),
+    "grad-poison-kv": ("attention", ("ATT-GRAD-1", "ATT-LEAK-2"), _grad_poison_kv),
+    "determinism": ("attention", ("ATT-DET-1",), _determinism(backward=False)),
+    "determinism-grad": ("attention", ("ATT-DET-1",), _determinism(backward=True)),
     "dtype-errors": ("attention", ("ATT-DTYPE-1", "ATT-ARG-1"), _dtype_errors),
     "arg-errors": ("attention", ("ATT-ARG-1",), _arg_errors),
     "softmax": ("softmax", ("SMX-1",), _softmax),
@@ -342,6 +405,10 @@ def required_features(op: str, params: dict, dtype: str) -> frozenset[str]:
         feats.add("extreme")
     if params.get("error"):
         feats.add("arg_errors")
+    if params.get("backward"):
+        feats.add("backward")
+    if params.get("repeat"):
+        feats.add("deterministic")
     return frozenset(feats)
 
 
@@ -371,9 +438,11 @@ def catalog(full: bool = False, seed: int = 0) -> list[Case]:
     seen: set[str] = set()
     for group, (op, rules, gen) in GROUPS.items():
         for params, dtypes in gen(full):
-            if full and "error" not in params and dtypes not in (HALF, ("float16",)):
+            if (full and "error" not in params and "repeat" not in params
+                    and dtypes not in (HALF, ("float16",))):
                 # The full grid runs every dtype, except groups that are about one precision
-                # (half-precision accumulation, float16 overflow) and the error cases.
+                # (half-precision accumulation, float16 overflow), the error cases and the
+                # determinism cases (a property of the kernels, not of a dtype).
                 dtypes = ALL_DTYPES
             variant = _slug(params) if op not in SOFTMAX_OPS and op != "mha" else _softmax_slug(
                 params)

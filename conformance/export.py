@@ -11,6 +11,11 @@ An implementation in another language reads the inputs, casts them to the case d
 writes ``OUT/<name>.npz`` with ``out`` (and ``lse``, ``weights`` if it has them);
 ``attnspec check --outputs OUT`` grades that directory. Output dtypes are not checked there
 (NumPy cannot store bfloat16); a missing file is "not applicable".
+
+Gradient cases (``grad*``) also hold ``input/cotangent`` (the cotangent of ``out``) and
+``expected/dq``, ``dk``, ``dv`` (``dbias``): a backward kernel writes ``dq``, ``dk``, ``dv``
+(``dbias``) next to ``out``; a file without ``dq`` makes the case "not applicable". The
+determinism cases compare calls with each other and are not exported.
 """
 
 from __future__ import annotations
@@ -49,7 +54,8 @@ def _cases(full: bool, patterns: Iterable[str] | None, dtypes: Iterable[str] | N
            seed: int) -> list[Case]:
     wanted = set(dtypes or ())
     return [c for c in select(catalog(full=full, seed=seed), patterns)
-            if c.expect == "value" and (not wanted or c.dtype in wanted)]
+            if c.expect == "value" and not c.params.get("repeat")
+            and (not wanted or c.dtype in wanted)]
 
 
 def export(directory: Path, *, full: bool = False, select: Iterable[str] | None = None,
@@ -64,6 +70,9 @@ def export(directory: Path, *, full: bool = False, select: Iterable[str] | None 
         arrays: dict[str, np.ndarray] = {}
         options: dict[str, Any] = {}
         for name, value in inputs.items():
+            if name == "__cotangent__":
+                arrays["input/cotangent"] = value
+                continue
             if name.startswith("__"):
                 continue
             if isinstance(value, np.ndarray):
@@ -147,12 +156,16 @@ def grade_outputs(outputs: Path, *, full: bool = False, select: Iterable[str] | 
 def _grade_file(case: Case, path: Path, result: CaseResult) -> None:
     try:
         with np.load(path) as data:
-            got = {k: np.asarray(data[k]) for k in ("out", "lse", "weights") if k in data}
+            got = {k: np.asarray(data[k]) for k in ("out", "lse", "weights", "dq", "dk", "dv",
+                                                    "dbias") if k in data}
     except Exception as exc:  # an unreadable file is that case's error, not the run's
         result.outcome, result.message = Outcome.ERROR, f"cannot read {path.name}: {exc}"
         return
     from .runner import prepare
 
+    if case.params.get("backward") and "dq" not in got:
+        result.message = "no gradients (dq, dk, dv) in the output file"
+        return
     prepared = prepare(case)
     if prepared.error:
         result.outcome, result.message = Outcome.ERROR, prepared.error
@@ -161,3 +174,4 @@ def _grade_file(case: Case, path: Path, result: CaseResult) -> None:
     result.outcome = Outcome.PASS if g.passed else Outcome.FAIL
     result.max_error, result.tolerance, result.ratio = g.max_error, g.tolerance, g.ratio
     result.message = g.message
+    result.errors = g.errors

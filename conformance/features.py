@@ -40,7 +40,16 @@ FEATURES: dict[str, str] = {
     "arg_errors": "invalid arguments raise TypeError/ValueError",
     # operations other than attention
     "where": "softmax with a where= argument",
+    # gradients and repeatability (opt-in: see OPT_IN)
+    "backward": "gradients dq, dk, dv of out for an output cotangent",
+    "grad_bias": "also the gradient of out w.r.t. the bias (with backward)",
+    "deterministic": "bit-identical outputs and gradients when a call is repeated",
 }
+
+#: Features an implementation must declare explicitly: a declaration of "every feature" (a
+#: user's callable without a ``features`` list) does not include them, because they claim
+#: more than the forward computation (a backward pass, repeatability).
+OPT_IN = frozenset({"backward", "grad_bias", "deterministic"})
 
 #: Features that describe a behaviour rather than an input: the fingerprint observes them
 #: on every implementation, declared or not.

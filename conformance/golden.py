@@ -7,6 +7,9 @@
   an internal error: the golden is checked at run time, not trusted.
 * naive -- the textbook formula evaluated in the case's dtype, every operation rounded to it
   (as an eager framework would run it). Its error is the yardstick of the tolerance rule.
+* gradients (gradient cases) -- ``dq``, ``dk``, ``dv`` (``dbias``) from the analytic backward
+  of :mod:`.gradients`, golden in extended precision and checked at run time against
+  central differences of the float64 golden forward; naive in the case's dtype.
 """
 
 from __future__ import annotations
@@ -57,6 +60,15 @@ def _golden(case: Case, inputs: dict[str, Any]) -> Outputs:
         **_options(base),
     )
     result = {"out": out, "lse": lse, "weights": weights}
+    if case.params.get("backward"):
+        from .gradients import check_finite_differences, golden_gradients
+
+        grads = golden_gradients(dict(case.params), base)
+        problem = check_finite_differences(base, grads, seed=case.seed)
+        if problem:
+            raise GoldenMismatchError(f"{case.id}: the golden gradients disagree with central "
+                                      f"differences of the golden forward: {problem}")
+        result.update(grads)
     transform = case.params.get("transform")
     if transform == "shift":
         result["lse"] = lse + case.params["shift"]
@@ -173,4 +185,9 @@ def _naive_attention(case: Case, inputs: dict[str, Any], r: Any) -> Outputs:
         out = r(np.matmul(weights, v))
         lse = np.squeeze(m + np.log(total), -1).astype(np.float64 if case.dtype == "float64"
                                                        else np.float32)
-    return {"out": out, "lse": lse, "weights": weights}
+    result = {"out": out, "lse": lse, "weights": weights}
+    if p.get("backward"):
+        from .gradients import naive_gradients
+
+        result.update(naive_gradients(dict(p), inputs, case.dtype))
+    return result

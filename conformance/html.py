@@ -94,7 +94,8 @@ def to_html(report: Report) -> str:
         "Marker shape is the dtype; a red ring marks a failed case; points at the top had "
         "no finite error.</p>",
         _error_svg(report),
-        _failures(report), _fingerprints(report), _stale(report),
+        _failures(report), _gradients(report), _determinism(report), _fingerprints(report),
+        _stale(report),
         "</body>", "</html>", "",
     ]
     return "\n".join(p for p in parts if p)
@@ -338,6 +339,38 @@ def _failures(report: Report) -> str:
                 "report)</p>")
     return (f"<h2>Failures ({len(failed)})</h2>\n<table>\n" + "\n".join(rows)
             + "\n</table>" + more)
+
+
+def _gradients(report: Report) -> str:
+    rows = views.gradient_rows(report)
+    if not rows:
+        return ""
+    head = "".join(f"<th>{_e(name)}</th>" for name in views.GRADIENTS)
+    lines = [f"<tr><th>implementation</th><th>dtype</th><th>passed</th>{head}</tr>"]
+    for row in rows:
+        colour = ' style="color:#cf222e"' if row.passed < row.applicable else ""
+        cells = "".join(f'<td class="num">{_e(views.fraction(row.worst.get(name)))}</td>'
+                        for name in views.GRADIENTS)
+        lines.append(f"<tr><td><code>{_e(row.implementation)}</code></td>"
+                     f"<td>{_e(row.dtype)}</td><td class=\"num\"{colour}>"
+                     f"{row.passed}/{row.applicable}</td>{cells}</tr>")
+    return ("<h2>Gradients</h2>\n<p class=\"note\">Worst error / tolerance of each gradient "
+            "against the float64 golden (1 = at the bound; ∞ = a non-finite or missing "
+            "value).</p>\n<table>\n" + "\n".join(lines) + "\n</table>")
+
+
+def _determinism(report: Report) -> str:
+    rows = views.determinism_rows(report)
+    if not rows:
+        return ""
+    lines = ["<tr><th>implementation</th><th>status</th><th>passed</th><th>message</th></tr>"]
+    for row in rows:
+        colour = ' style="color:#cf222e"' if row.status == "not deterministic" else ""
+        passed = f"{row.passed}/{row.applicable}" if row.applicable else ""
+        lines.append(f"<tr><td><code>{_e(row.implementation)}</code></td>"
+                     f"<td{colour}>{_e(row.status)}</td><td class=\"num\">{passed}</td>"
+                     f'<td class="msg">{_e(row.message)}</td></tr>')
+    return "<h2>Determinism</h2>\n<table>\n" + "\n".join(lines) + "\n</table>"
 
 
 def _fingerprints(report: Report) -> str:

@@ -128,6 +128,28 @@ def to_markdown(report: Report) -> str:
             lines += ["", f"... and {len(failed) - MAX_FAILURES} more (see the JSON report)"]
         lines.append("")
 
+    # -- gradients and determinism ----------------------------------------------------------
+    grads = views.gradient_rows(report)
+    if grads:
+        lines += ["### Gradients", "",
+                  "Worst error / tolerance of each gradient against the float64 golden "
+                  "(1 = at the bound; ∞ = a non-finite or missing value).", ""]
+        rows = [[_code(row.implementation), _cell(row.dtype),
+                 f"{row.passed}/{row.applicable}" + (" ❌" if row.passed < row.applicable
+                                                     else ""),
+                 *(views.fraction(row.worst.get(name)) for name in views.GRADIENTS)]
+                for row in grads]
+        lines += [*_table(["implementation", "dtype", "passed", *views.GRADIENTS], rows), ""]
+    determinism = views.determinism_rows(report)
+    if determinism:
+        rows = [[_code(row.implementation),
+                 ("❌ " if row.status == "not deterministic" else "") + _cell(row.status),
+                 f"{row.passed}/{row.applicable}" if row.applicable else "",
+                 _cell(row.message, MAX_MESSAGE)]
+                for row in determinism]
+        lines += ["### Determinism", ""]
+        lines += [*_table(["implementation", "status", "passed", "message"], rows), ""]
+
     # -- fingerprints -----------------------------------------------------------------------
     keys = views.fingerprint_keys(report)
     if keys:

@@ -21,7 +21,7 @@ from .results import CaseResult, ImplementationInfo, Outcome
 
 __all__ = ["COMPLETE", "INTERRUPTED", "SCHEMA_VERSION", "Report", "environment"]
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 
 #: ``Report.status`` values: every planned case ran, or the run was interrupted (Ctrl-C) and
 #: the report holds the results gathered until then.

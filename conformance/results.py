@@ -43,6 +43,10 @@ class CaseResult:
     ratio: float | None = None  # err(impl) / err(naive)
     message: str = ""
     seconds: float = 0.0
+    #: Per graded output (``out``, ``lse``, ``weights``, ``dq``, ``dk``, ``dv``, ``dbias``):
+    #: ``{"error": ..., "tolerance": ..., "ratio": ...}`` on the scale of ``max_error``.
+    #: Schema 1.2; empty where nothing was graded (and in older reports).
+    errors: dict[str, dict[str, float | None]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -52,6 +56,9 @@ class CaseResult:
             # message says why.
             if data[key] is not None and not math.isfinite(data[key]):
                 data[key] = None
+        data["errors"] = {name: {k: (v if v is None or math.isfinite(v) else None)
+                                 for k, v in numbers.items()}
+                          for name, numbers in self.errors.items()}
         return data
 
     @classmethod

@@ -38,6 +38,9 @@ RULES: dict[str, str] = {
     "ATT-DTYPE-1": "one real floating dtype in, the same dtype out",
     "ATT-DTYPE-2": "half precision accumulates in float32",
     "ATT-ARG-1": "invalid arguments raise TypeError/ValueError",
+    "ATT-GRAD-1": "masked keys, masked positions and empty rows get zero gradient, never NaN",
+    "ATT-GRAD-2": "dq, dk, dv, dbias are the exact VJP of out, graded like outputs",
+    "ATT-DET-1": "a deterministic implementation repeats a call bit for bit",
     "MHA-1": "multi-head attention = projections + sdpa + output projection",
 }
 

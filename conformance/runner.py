@@ -703,6 +703,10 @@ def prepare(case: Case) -> Prepared:
                               f"{RaisedError.from_exception(exc)}")
     if case.expect != "value":
         return Prepared(inputs=inputs)
+    if case.params.get("repeat"):
+        # A determinism case compares an implementation's calls with each other, not with
+        # a reference (the values are graded by the other cases).
+        return Prepared(inputs, {}, {})
     try:
         with quiet():
             return Prepared(inputs, golden(case, inputs), naive(case, inputs))
@@ -723,6 +727,8 @@ class Verdict:
     ratio: float | None = None
     #: Rules broken besides the case's own (NO_MUTATION_RULE).
     rules: tuple[str, ...] = ()
+    #: Per-output errors (``tolerance.Grade.errors``).
+    errors: dict[str, dict[str, float | None]] = field(default_factory=dict)
 
 
 def judge(case: Case, reply: Reply, prepared: Prepared) -> Verdict:
@@ -735,7 +741,7 @@ def judge(case: Case, reply: Reply, prepared: Prepared) -> Verdict:
         if verdict.outcome is not Outcome.PASS and verdict.message:
             message += f"; and {verdict.message}"
         return Verdict(Outcome.FAIL, message, verdict.max_error, verdict.tolerance,
-                       verdict.ratio, rules=(NO_MUTATION_RULE,))
+                       verdict.ratio, rules=(NO_MUTATION_RULE,), errors=verdict.errors)
     return verdict
 
 
@@ -760,6 +766,8 @@ def _judge(case: Case, reply: Reply, prepared: Prepared) -> Verdict:
     from .tolerance import grade
 
     output = reply.value
+    if case.params.get("repeat"):
+        return _judge_repeats(case, output)
     try:
         with quiet():
             g = grade(case, output.outputs, output.dtypes, prepared.golden, prepared.naive)
@@ -767,7 +775,50 @@ def _judge(case: Case, reply: Reply, prepared: Prepared) -> Verdict:
         return Verdict(Outcome.ERROR, f"internal error of attnspec while grading: "
                                       f"{RaisedError.from_exception(exc)}")
     return Verdict(Outcome.PASS if g.passed else Outcome.FAIL, g.message,
-                   _finite(g.max_error), _finite(g.tolerance), _finite(g.ratio))
+                   _finite(g.max_error), _finite(g.tolerance), _finite(g.ratio),
+                   errors={name: {k: _finite(v) for k, v in numbers.items()}
+                           for name, numbers in g.errors.items()})
+
+
+def _judge_repeats(case: Case, output: Any) -> Verdict:
+    """ATT-DET-1: every repeated call returned the first call's outputs, bit for bit."""
+    runs = [output.outputs, *getattr(output, "repeats", [])]
+    wanted = int(case.params["repeat"])
+    names = ", ".join(output.outputs)
+    if len(runs) != wanted:
+        return Verdict(Outcome.ERROR, f"{len(runs)} runs came back, {wanted} were made")
+    first = runs[0]
+    for index, run in enumerate(runs[1:], start=2):
+        if sorted(run) != sorted(first):
+            return Verdict(Outcome.FAIL, f"not deterministic: run {index} returned "
+                                         f"{sorted(run)}, run 1 {sorted(first)}")
+        for name, want in first.items():
+            difference = bit_difference(want, run[name])
+            if difference:
+                return Verdict(Outcome.FAIL, f"not deterministic: run {index} of {wanted} "
+                                             f"differs from run 1 in {name}: {difference}")
+    return Verdict(Outcome.PASS, f"{wanted} runs bit-identical ({names})")
+
+
+def bit_difference(a: np.ndarray, b: np.ndarray) -> str | None:
+    """How ``b`` differs from ``a`` bit for bit (``None`` when it does not)."""
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return f"shape {b.shape} dtype {b.dtype}, was {a.shape} {a.dtype}"
+    if np.ascontiguousarray(a).tobytes() == np.ascontiguousarray(b).tobytes():
+        return None
+    with np.errstate(all="ignore"):
+        differ = a != b
+        if a.dtype.kind in "fc":
+            differ &= ~(np.isnan(a) & np.isnan(b))
+        count = int(np.count_nonzero(differ))
+        largest = ""
+        if count and a.dtype.kind in "fc":
+            gap = np.abs(a.astype(np.float64) - b.astype(np.float64))[differ]
+            largest = f", largest difference {float(np.nanmax(gap)):.3g}" if gap.size else ""
+    if count:
+        return f"{count} of {a.size} entries differ{largest}"
+    return "the bits differ (NaN payloads or signed zeros), the values do not"
 
 
 def _finite(x: float | None) -> float | None:
@@ -819,6 +870,7 @@ def run_implementation(
             params=dict(case.params), outcome=verdict.outcome, seed=case.seed,
             max_error=verdict.max_error, tolerance=verdict.tolerance, ratio=verdict.ratio,
             message=verdict.message + output_note(output), seconds=round(seconds, 6),
+            errors=verdict.errors,
         )
         results.append(result)
         emit(result)

@@ -236,6 +236,34 @@ def summary(report: Report, *, max_failures: int = 20, color: bool = False) -> s
         if len(failed) > max_failures:
             lines.append(f"  ... and {len(failed) - max_failures} more")
 
+    grads = views.gradient_rows(report)
+    if grads:
+        impl_w = max(len(clean(row.implementation)) for row in grads)
+        lines += ["", "Gradients (worst error / tolerance against the float64 golden; "
+                      "1 = at the bound):",
+                  "  " + "implementation".ljust(impl_w) + "  dtype     passed  "
+                  + "".join(f"{name:>7}" for name in views.GRADIENTS)]
+        for row in grads:
+            cells = "".join(f"{views.fraction(row.worst.get(name)):>7}"
+                            for name in views.GRADIENTS)
+            count = f"{row.passed}/{row.applicable}"
+            if color and row.passed < row.applicable:
+                count = _paint(count.ljust(6), _RED, color)
+            else:
+                count = count.ljust(6)
+            lines.append(f"  {clean(row.implementation).ljust(impl_w)}  {row.dtype:<8}  "
+                         f"{count}  {cells}")
+    determinism = views.determinism_rows(report)
+    if determinism:
+        lines += ["", "Determinism (repeated calls compared bit for bit):"]
+        for row in determinism:
+            text = row.status
+            if row.applicable:
+                text += f" ({row.passed} of {row.applicable} cases)"
+            if row.status == "not deterministic":
+                text = _paint(text, _RED, color) + f": {_cut(clean(row.message), 200)}"
+            lines.append(f"  {clean(row.implementation)}: {text}")
+
     if report.stale_xfails:
         lines += ["", "Stale xfail entries (matched no case):"]
         lines += [f"  {clean(entry)}" for entry in report.stale_xfails]

@@ -1,7 +1,8 @@
 """The tolerance rule: where a result counts as right.
 
 flash-attention's test rule, made dtype-aware. For each output (``out``, ``lse``,
-``weights``) an implementation passes when
+``weights``, and the gradients ``dq``, ``dk``, ``dv``, ``dbias`` of a gradient case) an
+implementation passes when
 
     err(impl) <= k * err(naive) + c * eps(dtype) * max|golden|
 
@@ -20,7 +21,7 @@ infinities (an empty row's lse is ``-inf``, not a large negative number).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -49,7 +50,16 @@ TOLERANCES: dict[str, Tolerance] = {
     "out": Tolerance(k=2.0, c=8.0, c_half=4.0),
     "lse": Tolerance(k=2.0, c=8.0, c_half=4.0),
     "weights": Tolerance(k=2.0, c=8.0, c_half=4.0),
+    # Gradients (ATT-GRAD-2): the same rule, against the analytic backward in extended
+    # precision and the naive backward in the case dtype (conformance/gradients.py).
+    "dq": Tolerance(k=2.0, c=8.0, c_half=4.0),
+    "dk": Tolerance(k=2.0, c=8.0, c_half=4.0),
+    "dv": Tolerance(k=2.0, c=8.0, c_half=4.0),
+    "dbias": Tolerance(k=2.0, c=8.0, c_half=4.0),
 }
+
+#: Outputs a gradient case must return besides ``out`` (``dbias`` is graded when returned).
+GRADIENTS_REQUIRED = ("dq", "dk", "dv")
 
 
 @dataclass
@@ -59,6 +69,9 @@ class Grade:
     tolerance: float  # the bound that err was held to (same scale)
     ratio: float  # worst err(impl) / err(naive)
     message: str
+    #: Per graded output: ``{"error": ..., "tolerance": ..., "ratio": ...}`` (relative to
+    #: max|golden|, like max_error), for the outputs graded before a failure stopped it.
+    errors: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def expected_dtype(case: Case, output: str) -> str:
@@ -86,10 +99,12 @@ def grade(
     golden: dict[str, np.ndarray],
     naive: dict[str, np.ndarray],
 ) -> Grade:
-    """Grade the outputs an implementation returned (at least ``out``)."""
+    """Grade the outputs an implementation returned (at least ``out``; a gradient case also
+    ``dq``, ``dk`` and ``dv``)."""
     if "out" not in outputs:
         return Grade(False, np.inf, 0.0, np.inf, "no 'out' returned")
     worst = Grade(True, 0.0, 0.0, 0.0, "")
+    errors: dict[str, dict[str, float]] = {}
     eps = EPS[case.dtype]
     for name, got in outputs.items():
         if name not in golden:
@@ -98,13 +113,14 @@ def grade(
         got = np.asarray(got, dtype=np.float64)
         if got.shape != want.shape:
             return Grade(False, np.inf, 0.0, np.inf,
-                         f"{name}: wrong shape {got.shape}, expected {want.shape}")
+                         f"{name}: wrong shape {got.shape}, expected {want.shape}", errors)
         if name in dtypes and dtypes[name] != expected_dtype(case, name):
             return Grade(False, np.inf, 0.0, np.inf,
-                         f"{name}: dtype {dtypes[name]}, expected {expected_dtype(case, name)}")
+                         f"{name}: dtype {dtypes[name]}, expected {expected_dtype(case, name)}",
+                         errors)
         mismatch = _nonfinite_mismatch(name, got, want)
         if mismatch:
-            return Grade(False, np.inf, 0.0, np.inf, mismatch)
+            return Grade(False, np.inf, 0.0, np.inf, mismatch, errors)
         finite = np.isfinite(want)
         if not finite.any():
             continue
@@ -116,13 +132,20 @@ def grade(
         tol = TOLERANCES[name]
         bound = tol.k * err_naive + tol.floor(case.dtype) * eps * scale
         ratio = err / max(err_naive, eps * scale)
+        errors[name] = {"error": err / scale, "tolerance": bound / scale, "ratio": ratio}
         if err > bound:
             return Grade(False, err / scale, bound / scale, ratio,
                          f"{name}: max error {err:.3g} > tolerance {bound:.3g} "
                          f"({tol.k:g} x naive {err_naive:.3g} + {tol.floor(case.dtype):g} eps x "
                          f"{scale:.3g}); "
-                         f"ratio {ratio:.3g}")
+                         f"ratio {ratio:.3g}", errors)
         if ratio >= worst.ratio:
             worst = Grade(True, err / scale, bound / scale, ratio, "")
+    if case.params.get("backward"):
+        missing = [n for n in GRADIENTS_REQUIRED if n not in outputs]
+        if missing:
+            return Grade(False, np.inf, 0.0, np.inf,
+                         f"no {', '.join(repr(n) for n in missing)} returned (a gradient case "
+                         "grades dq, dk and dv)", errors)
+    worst.errors = errors
     return worst
-

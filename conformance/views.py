@@ -6,14 +6,17 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
 
 from .report import Report
 from .results import CaseResult, Outcome
 from .rules import RULES, RUNNER_RULES
 
-__all__ = ["OUTCOMES", "cell_counts", "failures", "fingerprint_keys", "fmt", "implementations",
-           "magnitude", "one_line", "plain", "rules", "verdict"]
+__all__ = ["GRADIENTS", "OUTCOMES", "DeterminismRow", "GradientRow", "cell_counts",
+           "determinism_rows", "failures", "fingerprint_keys", "fmt", "fraction",
+           "gradient_rows",
+           "implementations", "magnitude", "one_line", "plain", "rules", "verdict"]
 
 # Terminal escape sequences: CSI (colours, cursor moves, clear screen), OSC (window titles,
 # hyperlinks; ended by BEL or ESC \\), and two-character ones.
@@ -125,3 +128,112 @@ def fmt(value: float | None) -> str:
     if value == 0:
         return "0"
     return f"{value:.3g}"
+
+
+#: The gradient outputs of a gradient case, in the order reports show them.
+GRADIENTS = ("dq", "dk", "dv", "dbias")
+_DTYPE_ORDER = ("float64", "float32", "float16", "bfloat16")
+
+
+@dataclass
+class GradientRow:
+    """An implementation's gradient cases of one dtype (ATT-GRAD-1, ATT-GRAD-2)."""
+
+    implementation: str
+    dtype: str
+    passed: int = 0  # pass or xpass
+    applicable: int = 0
+    #: gradient output -> worst error / tolerance over the cases that graded it (1 = at the
+    #: bound); a failure that had no finite error counts as inf
+    worst: dict[str, float] = field(default_factory=dict)
+
+
+def _is_gradient_case(result: CaseResult) -> bool:
+    params = result.params if isinstance(result.params, dict) else {}
+    return bool(params.get("backward")) and not params.get("repeat")
+
+
+def _is_determinism_case(result: CaseResult) -> bool:
+    params = result.params if isinstance(result.params, dict) else {}
+    return bool(params.get("repeat"))
+
+
+def gradient_rows(report: Report) -> list[GradientRow]:
+    """One row per (implementation, dtype) with applicable gradient cases, in report order
+    and widest dtype first."""
+    rows: dict[tuple[str, str], GradientRow] = {}
+    for r in report.results:
+        if not _is_gradient_case(r) or r.outcome is Outcome.NOT_APPLICABLE:
+            continue
+        row = rows.setdefault((r.implementation, r.dtype), GradientRow(r.implementation,
+                                                                       r.dtype))
+        row.applicable += 1
+        if r.outcome in (Outcome.PASS, Outcome.XPASS):
+            row.passed += 1
+        for name in GRADIENTS:
+            numbers = (r.errors or {}).get(name)
+            if not isinstance(numbers, dict):
+                continue
+            error, tolerance = numbers.get("error"), numbers.get("tolerance")
+            if isinstance(error, (int, float)) and isinstance(tolerance, (int, float)) \
+                    and tolerance > 0:
+                fraction = error / tolerance
+            else:
+                fraction = math.inf
+            row.worst[name] = max(row.worst.get(name, 0.0), fraction)
+    order = {name: i for i, name in enumerate(implementations(report))}
+    return sorted(rows.values(), key=lambda row: (
+        order.get(row.implementation, len(order)),
+        _DTYPE_ORDER.index(row.dtype) if row.dtype in _DTYPE_ORDER else len(_DTYPE_ORDER)))
+
+
+@dataclass
+class DeterminismRow:
+    """An implementation's determinism cases (ATT-DET-1)."""
+
+    implementation: str
+    applicable: int
+    passed: int
+    #: "bit-identical", "not deterministic" (a case failed) or "not applicable" (declared,
+    #: but no determinism case applies, e.g. a dispatch that takes another path)
+    status: str
+    message: str = ""  # the first failure's message, else the first result's
+
+
+def determinism_rows(report: Report) -> list[DeterminismRow]:
+    """One row per implementation that declares ``deterministic`` (or, where the report
+    does not say what it declares, that ran a determinism case), in report order."""
+    found: dict[str, list[CaseResult]] = {}
+    for r in report.results:
+        if _is_determinism_case(r):
+            found.setdefault(r.implementation, []).append(r)
+    declared = {i.name: "deterministic" in i.features for i in report.implementations}
+    rows = []
+    for name in implementations(report):
+        results = found.get(name)
+        if not results:
+            continue
+        ran = [r for r in results if r.outcome is not Outcome.NOT_APPLICABLE]
+        if not declared.get(name, bool(ran)):
+            continue
+        passed = [r for r in ran if r.outcome in (Outcome.PASS, Outcome.XPASS)]
+        bad = [r for r in ran if r not in passed]
+        if not ran:
+            rows.append(DeterminismRow(name, 0, 0, "not applicable", results[0].message))
+        elif bad:
+            rows.append(DeterminismRow(name, len(ran), len(passed), "not deterministic",
+                                       bad[0].message))
+        else:
+            rows.append(DeterminismRow(name, len(ran), len(passed), "bit-identical",
+                                       passed[0].message))
+    return rows
+
+
+def fraction(value: float | None) -> str:
+    """A worst error / tolerance in two decimals; "–" when not measured, "∞" when a failure
+    had no finite error."""
+    if value is None:
+        return "–"
+    if not math.isfinite(value):
+        return "∞"
+    return f"{value:.2f}"

@@ -9,10 +9,19 @@ its defect's doing.
 :data:`BROKEN` maps each defect to its implementation (``tests/test_conformance_broken.py``
 says which rule each one breaks); :func:`adapter` gives the conformance adapter that grades
 one (``broken_impls:<name>`` through ``attnspec.conformance.adapters.resolve``).
+
+Backward passes, for the gradient cases (ATT-GRAD-1, ATT-GRAD-2): :func:`numpy_backward` is
+the attention backward written out in NumPy, with one of :data:`BACKWARD_DEFECTS` injected
+(or none). It is graded two ways: ``<defect>_torch`` is a ``torch.autograd.Function`` whose
+forward is attnspec's and whose backward is :func:`numpy_backward` (graded through torch
+autograd: capability ``backward = "autodiff"``), and ``<defect>_numpy`` is :data:`correct`
+with ``numpy_backward`` as its ``attnspec_backward`` (capability ``backward = "function"``);
+``backward_correct_torch`` / ``backward_correct_numpy`` have no defect.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -21,7 +30,8 @@ import numpy as np
 import attnspec
 from attnspec.conformance.adapters import Adapter, resolve
 
-__all__ = ["BROKEN", "DEFECTS", "adapter", "correct", "raises_on_softcap"]
+__all__ = ["BACKWARD_DEFECTS", "BROKEN", "BROKEN_BACKWARD", "DEFECTS", "adapter", "correct",
+           "numpy_backward", "raises_on_softcap"]
 
 #: defect -> what it does wrong
 DEFECTS: dict[str, str] = {
@@ -234,3 +244,203 @@ def adapter(name: str, **capabilities: Any) -> Adapter:
     """The conformance adapter of ``broken_impls:<name>`` on NumPy (every feature declared
     unless ``capabilities`` says otherwise; out, lse and weights returned)."""
     return resolve(f"{__name__}:{name}", capabilities={**_CAPABILITIES, **capabilities})
+
+
+# -- backward passes ------------------------------------------------------------------------
+
+#: backward defect -> what it does wrong
+BACKWARD_DEFECTS: dict[str, str] = {
+    "grad_no_scale": "dq and dk without the score scale 1/sqrt(Dk)",
+    "grad_nan_empty_rows": "P recomputed as exp(s - lse) with lse = -inf: NaN gradients from "
+                           "fully masked rows",
+    "grad_gqa_no_sum": "dk and dv of a KV head from the first query head of its group only",
+}
+
+#: Counts calls of the nondeterministic implementations (every other call differs).
+_CALLS = itertools.count()
+
+#: What the adapters of the backward implementations declare: no softcap and no dropout
+#: (numpy_backward does not differentiate them), no NaN/inf poison.
+_BACKWARD_EXCLUDE = ["softcap", "dropout", "poison_kv", "poison_scores", "nonfinite"]
+
+
+def numpy_backward(grad_out: Any, query: Any, key: Any, value: Any, defect: str | None = None,
+                   /, *, mask: Any = None, bias: Any = None, causal: bool = False,
+                   window: Any = None, alignment: str = "upper_left", scale: Any = None,
+                   kv_lengths: Any = None, q_lengths: Any = None) -> tuple:
+    """``(dq, dk, dv)`` (``dbias`` too when ``bias`` is given) of attention for the output
+    cotangent ``grad_out``, recomputing P from the scores and the log-sum-exp as a flash
+    backward does; computed in float32 (float64 for float64 input), returned in the input
+    dtypes."""
+    dtype = np.asarray(query).dtype
+    acc = np.float64 if dtype == np.float64 else np.float32
+    g, q, k, v = (np.asarray(x).astype(acc) for x in (grad_out, query, key, value))
+    hq, lq, dk = q.shape[-3:]
+    hkv, lk = k.shape[-3:-1]
+    group = hq // hkv
+    keep = attnspec.attention_mask(lq, lk, mask=mask, causal=causal, window=window,
+                                   alignment=alignment, kv_lengths=kv_lengths,
+                                   q_lengths=q_lengths, xp=np)
+    scale = 1.0 / math.sqrt(dk) if scale is None else scale
+    kr, vr = np.repeat(k, group, axis=-3), np.repeat(v, group, axis=-3)
+    with np.errstate(all="ignore"):
+        s = np.matmul(q, np.swapaxes(kr, -1, -2)) * acc(scale)
+        attended = np.ones(s.shape, bool) if keep is None else np.broadcast_to(keep, s.shape)
+        if bias is not None:
+            b = np.broadcast_to(np.asarray(bias).astype(acc), s.shape)
+            attended = attended & (b > -math.inf)
+            s = s + np.where(attended, b, 0)
+        s = np.where(attended, s, -math.inf)
+        m = np.max(s, axis=-1, keepdims=True)
+        m = np.where(np.isneginf(m), 0, m)
+        total = np.sum(np.exp(s - m), axis=-1, keepdims=True)
+        lse = np.where(total == 0, -math.inf, m + np.log(np.where(total == 0, 1, total)))
+        p = np.exp(s - lse)  # exp(-inf - (-inf)) = NaN on a fully masked row ...
+        if defect != "grad_nan_empty_rows":
+            p = np.where(np.isfinite(lse), p, 0)  # ... which the correct backward guards
+        p = p.astype(acc)
+        if defect == "nondeterministic" and next(_CALLS) % 2:
+            # as a kernel whose reduction order depends on thread timing: one ulp, sometimes
+            p.flat[0] = np.nextafter(p.flat[0], acc(np.inf))
+        d_p = np.matmul(g, np.swapaxes(vr, -1, -2))
+        d_s = (p * (d_p - np.sum(p * d_p, axis=-1, keepdims=True))).astype(acc)
+        s_scale = acc(1.0 if defect == "grad_no_scale" else scale)
+        dq = np.matmul(d_s, kr) * s_scale
+        dk_heads = np.matmul(np.swapaxes(d_s, -1, -2), q) * s_scale
+        dv_heads = np.matmul(np.swapaxes(p, -1, -2), g)
+
+    def per_kv_head(x: np.ndarray) -> np.ndarray:
+        x = x.reshape(*x.shape[:-3], hkv, group, *x.shape[-2:])
+        return x[..., 0, :, :] if defect == "grad_gqa_no_sum" else x.sum(axis=-3)
+
+    grads = [dq.astype(dtype), per_kv_head(dk_heads).astype(np.asarray(key).dtype),
+             per_kv_head(dv_heads).astype(np.asarray(value).dtype)]
+    if bias is not None:
+        bias = np.asarray(bias)
+        d_bias = d_s.reshape(-1, *d_s.shape[-len(bias.shape):]) if bias.ndim < d_s.ndim \
+            else d_s
+        d_bias = d_bias.sum(axis=0) if bias.ndim < d_s.ndim else d_bias
+        axes = tuple(i for i, n in enumerate(bias.shape) if n == 1 and d_bias.shape[i] != 1)
+        grads.append((d_bias.sum(axis=axes, keepdims=True) if axes else d_bias)
+                     .astype(bias.dtype))
+    return tuple(grads)
+
+
+def _torch_function() -> Any:
+    """A ``torch.autograd.Function``: attnspec's forward, :func:`numpy_backward` backward
+    (made on first use: this module is imported without torch too)."""
+    global _TORCH_FUNCTION
+    if _TORCH_FUNCTION is None:
+        import torch
+
+        class NumpyBackwardAttention(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx: Any, q: Any, k: Any, v: Any, bias: Any, options: dict,
+                        defect: Any) -> Any:
+                ctx.save_for_backward(q, k, v, bias)
+                ctx.options, ctx.defect = options, defect
+                given = {n: x for n, x in options.items() if x is not None}
+                return attnspec.scaled_dot_product_attention(q, k, v, bias=bias, **given)
+
+            @staticmethod
+            def backward(ctx: Any, grad_out: Any) -> Any:
+                def host(x: Any) -> Any:
+                    if not isinstance(x, torch.Tensor):
+                        return x
+                    wide = torch.float64 if x.dtype == torch.float64 else torch.float32
+                    return x.detach().to(wide).cpu().numpy() if x.is_floating_point() \
+                        else x.detach().cpu().numpy()
+
+                q, k, v, bias = ctx.saved_tensors
+                options = {n: host(x) for n, x in ctx.options.items()}
+                grads = numpy_backward(host(grad_out), host(q), host(k), host(v), ctx.defect,
+                                       bias=host(bias), **options)
+                like = (q, k, v, bias)
+                out = [torch.from_numpy(np.ascontiguousarray(g)).to(x.dtype)
+                       for g, x in zip(grads, like, strict=False)]
+                return (*out, *([None] * (4 - len(out))), None, None)
+
+        _TORCH_FUNCTION = NumpyBackwardAttention
+    return _TORCH_FUNCTION
+
+
+_TORCH_FUNCTION: Any = None
+
+
+def _backward_implementation(defect: str | None, kind: str) -> Any:
+    """``<defect>_torch`` (autograd through a custom Function) or ``<defect>_numpy``
+    (:data:`correct` with an ``attnspec_backward``)."""
+    if kind == "torch":
+        def sdpa(query: Any, key: Any, value: Any, /, *, mask: Any = None, bias: Any = None,
+                 causal: bool = False, window: Any = None, alignment: str = "upper_left",
+                 scale: Any = None, kv_lengths: Any = None, q_lengths: Any = None) -> Any:
+            options = {"mask": mask, "causal": causal, "window": window,
+                       "alignment": alignment, "scale": scale, "kv_lengths": kv_lengths,
+                       "q_lengths": q_lengths}
+            return _torch_function().apply(query, key, value, bias, options, defect)
+
+        sdpa.attnspec_capabilities = {"backward": "autodiff",  # type: ignore[attr-defined]
+                                      "exclude": list(_BACKWARD_EXCLUDE)}
+    else:
+        def sdpa(query: Any, key: Any, value: Any, /, **options: Any) -> Any:
+            return correct(query, key, value, **options)
+
+        def backward(grad_out: Any, query: Any, key: Any, value: Any, /, **options: Any) -> Any:
+            return numpy_backward(grad_out, query, key, value, defect, **options)
+
+        sdpa.attnspec_backward = backward  # type: ignore[attr-defined]
+        sdpa.attnspec_capabilities = {"backward": "function",  # type: ignore[attr-defined]
+                                      "exclude": list(_BACKWARD_EXCLUDE)}
+    name = f"{defect or 'backward_correct'}_{kind}"
+    sdpa.__name__ = sdpa.__qualname__ = name
+    sdpa.__doc__ = (f"attnspec's attention whose backward has one defect: "
+                    f"{BACKWARD_DEFECTS.get(defect, defect)}." if defect else
+                    "attnspec's attention with a hand-written backward, without a defect.")
+    return sdpa
+
+
+backward_correct_torch = _backward_implementation(None, "torch")
+backward_correct_numpy = _backward_implementation(None, "numpy")
+grad_no_scale_torch = _backward_implementation("grad_no_scale", "torch")
+grad_no_scale_numpy = _backward_implementation("grad_no_scale", "numpy")
+grad_nan_empty_rows_torch = _backward_implementation("grad_nan_empty_rows", "torch")
+grad_nan_empty_rows_numpy = _backward_implementation("grad_nan_empty_rows", "numpy")
+grad_gqa_no_sum_torch = _backward_implementation("grad_gqa_no_sum", "torch")
+grad_gqa_no_sum_numpy = _backward_implementation("grad_gqa_no_sum", "numpy")
+
+#: ``<defect>_<torch|numpy>`` -> implementation, for every backward defect
+BROKEN_BACKWARD: dict[str, Any] = {
+    f"{defect}_{kind}": globals()[f"{defect}_{kind}"]
+    for defect in BACKWARD_DEFECTS for kind in ("torch", "numpy")
+}
+
+
+# -- determinism (ATT-DET-1) ----------------------------------------------------------------
+
+
+def nondeterministic(query: Any, key: Any, value: Any, /, **options: Any) -> Any:
+    """:data:`correct`, declared deterministic, whose every other call returns an ``out`` one
+    ulp off in its first entry (as a kernel whose reduction order varies between calls)."""
+    out = np.array(correct(query, key, value, **options))
+    if next(_CALLS) % 2:
+        out.flat[0] = np.nextafter(out.flat[0], np.inf, dtype=out.dtype)
+    return out
+
+
+nondeterministic.attnspec_capabilities = {"deterministic": True}  # type: ignore[attr-defined]
+
+#: :data:`backward_correct_torch`, declared deterministic, whose backward is one ulp off in
+#: every other call (the forward is bit-identical every time).
+nondeterministic_backward_torch = _backward_implementation("nondeterministic", "torch")
+nondeterministic_backward_torch.__name__ = "nondeterministic_backward_torch"
+nondeterministic_backward_torch.__qualname__ = "nondeterministic_backward_torch"
+nondeterministic_backward_torch.__doc__ = (
+    "attnspec's attention with a hand-written backward that is one ulp off in every other "
+    "call, declared deterministic.")
+nondeterministic_backward_torch.attnspec_capabilities = {  # type: ignore[attr-defined]
+    "backward": "autodiff", "deterministic": True, "exclude": list(_BACKWARD_EXCLUDE)}
+deterministic_backward_torch = _backward_implementation(None, "torch")
+deterministic_backward_torch.__name__ = "deterministic_backward_torch"
+deterministic_backward_torch.__qualname__ = "deterministic_backward_torch"
+deterministic_backward_torch.attnspec_capabilities = {  # type: ignore[attr-defined]
+    "backward": "autodiff", "deterministic": True, "exclude": list(_BACKWARD_EXCLUDE)}

@@ -28,7 +28,7 @@ from attnspec.conformance.adapters import NATIVE, builtin_adapters, builtin_name
 from attnspec.conformance.adapters.user import UserAdapter
 from attnspec.conformance.cases import Case, make_inputs
 from attnspec.conformance.catalog import catalog, required_features
-from attnspec.conformance.features import FEATURES
+from attnspec.conformance.features import FEATURES, OPT_IN
 from attnspec.conformance.golden import golden, naive
 from attnspec.conformance.tolerance import grade
 
@@ -486,7 +486,9 @@ def test_user_callable_with_capabilities_attribute():
 
 def test_user_callable_additive_mask_and_all_features_by_default():
     adapter = resolve(_target("spec_additive"))
-    assert adapter.features == frozenset(FEATURES) - {"poison_scores", "lse", "weights"}
+    # every feature but the opt-in claims (backward, grad_bias, deterministic)
+    assert adapter.features == frozenset(FEATURES) - OPT_IN - {"poison_scores", "lse",
+                                                               "weights"}
     ran, failures = _grade_all(adapter, _groups("mask", "empty-rows", "bound", "softcap"))
     assert len(ran) >= 8
     assert not failures, failures

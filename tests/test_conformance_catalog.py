@@ -81,7 +81,8 @@ def test_select_globs_and_substrings():
     assert all("float16" in c.id for c in select(CASES, ["float16"]))
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if c.op == "attention" and c.expect == "value"],
+@pytest.mark.parametrize("case", [c for c in CASES if c.op == "attention" and c.expect == "value"
+                                  and not c.params.get("repeat")],  # not graded on values
                          ids=lambda c: c.id)
 def test_golden_agrees_with_the_independent_oracle(case):
     """The golden (attnspec float64) equals tests/reference.py's loops on every catalog case,

@@ -53,6 +53,9 @@ class NativeAdapter(Adapter):
     backends: tuple[str, ...] = ("numpy",)
     distributions: tuple[str, ...] = ()
     requires: tuple[tuple[str, str], ...] = ()
+    #: Backends on which the adapter declares ``deterministic`` (measured bit-identical
+    #: over repeated calls; the conformance run checks it).
+    deterministic_on: tuple[str, ...] = ()
 
     def __init__(self, backend_name: str | None = None) -> None:
         if backend_name is None:
@@ -63,6 +66,8 @@ class NativeAdapter(Adapter):
                 f"not {backend_name!r}"
             )
         self.backend_name = backend_name
+        if backend_name in self.deterministic_on:
+            self.features = frozenset(self.features | {"deterministic"})
 
     def unavailable(self) -> str | None:
         for module, label in self.requires:

@@ -7,8 +7,8 @@ from typing import Any
 import attnspec
 
 from ..cases import SOFTMAX_OPS, Case
-from ..features import FEATURES
-from .base import Adapter
+from ..features import FEATURES, OPT_IN
+from .base import Adapter, has_autodiff, on_host
 
 __all__ = ["AttnspecAdapter"]
 
@@ -17,13 +17,19 @@ _SDPA_OPTIONS = ("mask", "bias", "causal", "window", "alignment", "scale", "soft
 
 
 class AttnspecAdapter(Adapter):
-    """The reference implementation: every op and every feature."""
+    """The reference implementation: every op and every feature; gradients (through the
+    backend's autodiff) on torch and JAX, and deterministic on the CPU backends."""
 
     ops = frozenset({"attention", "mha", *SOFTMAX_OPS})
-    features = frozenset(FEATURES)
 
     def __init__(self, backend_name: str) -> None:
         self.backend_name = backend_name
+        features = set(FEATURES) - OPT_IN
+        if has_autodiff(backend_name):
+            features |= {"backward", "grad_bias"}
+        if on_host(backend_name):
+            features.add("deterministic")
+        self.features = frozenset(features)
         self.name = f"attnspec[{backend_name}]"
         self.description = f"attnspec {attnspec.__version__} on {backend_name}"
 
@@ -40,6 +46,11 @@ class AttnspecAdapter(Adapter):
             return {"out": attnspec.multi_head_attention(args["query"], args["key"],
                                                          args["value"], **rest)}
         options = {k: args[k] for k in _SDPA_OPTIONS if k in args}
+        if case.params.get("backward"):
+            # A gradient case differentiates out alone: lse and weights would only add work
+            # to the traced program (under JAX, its compilation).
+            return {"out": attnspec.scaled_dot_product_attention(
+                args["query"], args["key"], args["value"], **options)}
         out, lse, weights = attnspec.scaled_dot_product_attention(
             args["query"], args["key"], args["value"], return_lse=True, return_weights=True,
             **options,

@@ -15,7 +15,7 @@ from typing import Any
 import attnspec
 
 from ..cases import Case, make_inputs
-from ..features import FEATURES
+from ..features import FEATURES, OPT_IN
 from ._native import NativeAdapter
 
 __all__ = ["AttnspecNativeJaxAdapter", "AttnspecNativeTorchAdapter"]
@@ -26,8 +26,9 @@ _OPTIONS = ("mask", "bias", "causal", "window", "alignment", "scale", "softcap",
 
 class _AttnspecNative(NativeAdapter):
     ops = frozenset({"attention"})
-    # Every feature but the extra outputs: the kernels return ``out`` only.
-    features = frozenset(FEATURES) - {"lse", "weights"}
+    # Every feature but the extra outputs (the kernels return ``out`` only), with gradients
+    # through the framework's autodiff of the dispatched call; deterministic on the CPU.
+    features = frozenset(FEATURES) - OPT_IN - {"lse", "weights"} | {"backward", "grad_bias"}
 
     def versions(self) -> dict[str, str]:
         return {"attnspec": attnspec.__version__, **super().versions()}
@@ -39,7 +40,7 @@ class _AttnspecNative(NativeAdapter):
         args = self.to_backend(case, make_inputs(case))
         try:
             plan = attnspec.native_plan(args["query"], args["key"], args["value"],
-                                        **_options(args))
+                                        implementation="native", **_options(args))
         except (TypeError, ValueError):
             return None  # an invalid call: graded on the error it raises
         return None if plan.kernel else f"portable path: {plan.reason}"
@@ -61,6 +62,7 @@ class AttnspecNativeTorchAdapter(_AttnspecNative):
     description = "attnspec implementation='native' (torch SDPA where it dispatches)"
     backends = ("torch-cpu", "torch-cuda")
     distributions = ("torch",)
+    deterministic_on = ("torch-cpu",)
 
 
 class AttnspecNativeJaxAdapter(_AttnspecNative):
@@ -68,3 +70,4 @@ class AttnspecNativeJaxAdapter(_AttnspecNative):
     description = "attnspec implementation='native' (jax.nn.dot_product_attention)"
     backends = ("jax-cpu", "jax-gpu")
     distributions = ("jax", "jaxlib")
+    deterministic_on = ("jax-cpu",)

@@ -18,11 +18,23 @@ from attnspec.backends import Backend, get
 
 from ..cases import Case
 
-__all__ = ["Adapter", "AdapterOutput", "InvalidOutput", "dtype_name"]
+__all__ = ["Adapter", "AdapterOutput", "InvalidOutput", "dtype_name", "has_autodiff",
+           "on_host"]
 
 #: Input names the base moves to the backend; everything else is passed as is.
 _FLOAT_ARRAYS = ("query", "key", "value", "bias", "x", "w_q", "w_k", "w_v", "w_o",
                  "b_q", "b_k", "b_v", "b_o")
+
+
+def has_autodiff(backend_name: str) -> bool:
+    """Whether the backend's framework differentiates (torch, JAX); imports nothing."""
+    return "autograd" in get(backend_name).static_capabilities
+
+
+def on_host(backend_name: str) -> bool:
+    """Whether the backend computes on the CPU (NumPy, array-api-strict, Dask, ``*-cpu``)."""
+    return backend_name.endswith("-cpu") or backend_name in ("numpy", "array_api_strict",
+                                                             "dask")
 
 
 def dtype_name(x: Any) -> str:
@@ -42,6 +54,9 @@ class AdapterOutput:
     dtypes: dict[str, str]
     #: Input arrays the call changed, one line each (``query: 3 of 48 entries changed``).
     modified: list[str] = field(default_factory=list)
+    #: The outputs of the repeated calls of a determinism case (``params["repeat"]``), after
+    #: the first (whose outputs are :attr:`outputs`).
+    repeats: list[dict[str, np.ndarray]] = field(default_factory=list)
 
 
 def _is_array(x: Any) -> bool:
@@ -119,6 +134,10 @@ class Adapter:
         missing = sorted(case.features - self.features)
         if missing:
             return "does not declare " + ", ".join(missing)
+        if ("backward" in case.features and type(self).backward is Adapter.backward
+                and not has_autodiff(self.backend_name)):
+            return (f"declares backward, but {self.backend_name} has no autodiff and the "
+                    "adapter no backward of its own")
         return None
 
     # -- running ------------------------------------------------------------------------
@@ -144,6 +163,12 @@ class Adapter:
     def run(self, case: Case, inputs: dict[str, Any]) -> AdapterOutput:
         """Run the case; exceptions propagate (the runner records them).
 
+        A gradient case (``params["backward"]``) runs the forward and the backward
+        (:meth:`backward`) and returns ``dq``, ``dk``, ``dv`` (``dbias``) besides ``out``. A
+        determinism case (``params["repeat"] = n``) makes the same call ``n`` times on the
+        same backend arrays; the outputs of the repeats are in
+        :attr:`AdapterOutput.repeats`, for the runner to compare bit for bit.
+
         On a backend with writeable arrays, the array inputs are copied before the call and
         compared with what the implementation left in them afterwards
         (:attr:`AdapterOutput.modified`).
@@ -159,17 +184,14 @@ class Adapter:
         if backend.has("writeable"):
             watched = {name: backend.to_numpy(x) for name, x in args.items()
                        if isinstance(inputs.get(name), np.ndarray)}
-        # A shallow copy: an adapter may pop its arguments, the arrays stay referenced here.
-        results = self.call(case, dict(args))
-        if not isinstance(results, dict):
-            raise InvalidOutput(f"the adapter returned {type(results).__name__}, expected a "
-                                "dict of outputs")
-        for name, x in results.items():
-            if not _is_array(x):
-                raise InvalidOutput(f"output {name!r} is not an array: the implementation "
-                                    f"returned {_describe(x)}")
-        backend.synchronize(results.get("out"))
-        outputs = {name: np.asarray(backend.to_numpy(x)) for name, x in results.items()}
+        if case.params.get("backward"):
+            cotangent = backend.from_numpy(inputs["__cotangent__"], dtype=case.dtype)
+            once = self.backward(case, args, cotangent)
+        else:
+            # A shallow copy: an adapter may pop its arguments, the arrays stay referenced.
+            def once() -> Any:
+                return self.call(case, dict(args))
+        runs = [self._collect(once()) for _ in range(max(int(case.params.get("repeat", 1)), 1))]
         modified = []
         for name, before in watched.items():
             try:
@@ -178,8 +200,50 @@ class Adapter:
                 change = f"cannot be read back after the call ({type(exc).__name__}: {exc})"
             if change:
                 modified.append(f"{name}: {change}")
-        return AdapterOutput(outputs, {name: dtype_name(x) for name, x in results.items()},
-                             modified)
+        (outputs, dtypes), repeats = runs[0], [r[0] for r in runs[1:]]
+        return AdapterOutput(outputs, dtypes, modified, repeats)
+
+    def _collect(self, results: Any) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+        """Backend outputs as NumPy arrays and their dtype names."""
+        if not isinstance(results, dict):
+            raise InvalidOutput(f"the adapter returned {type(results).__name__}, expected a "
+                                "dict of outputs")
+        for name, x in results.items():
+            if not _is_array(x):
+                raise InvalidOutput(f"output {name!r} is not an array: the implementation "
+                                    f"returned {_describe(x)}")
+        backend = self.backend
+        backend.synchronize(results.get("out"))
+        outputs = {name: np.asarray(backend.to_numpy(x)) for name, x in results.items()}
+        return outputs, {name: dtype_name(x) for name, x in results.items()}
+
+    def gradient_inputs(self, case: Case, args: dict[str, Any]) -> list[str]:
+        """The inputs a gradient case differentiates: query, key, value, and bias when the
+        case has one and the adapter declares ``grad_bias``."""
+        names = ["query", "key", "value"]
+        if args.get("bias") is not None and "grad_bias" in self.features:
+            names.append("bias")
+        return names
+
+    def backward(self, case: Case, args: dict[str, Any], cotangent: Any) -> Any:
+        """A function of no arguments that runs the forward and the backward once and returns
+        ``out``, ``dq``, ``dk``, ``dv`` (``dbias``) as backend arrays.
+
+        The default differentiates :meth:`call` with the backend's autodiff
+        (:mod:`._autodiff`: torch autograd, ``jax.vjp`` under ``jax.jit``); adapters whose
+        implementation brings its own backward override this.
+        """
+        from . import _autodiff
+
+        framework = self.backend.framework
+        wrt = self.gradient_inputs(case, args)
+        if framework == "torch":
+            return _autodiff.torch_backward(self.call, case, args, cotangent, wrt)
+        if framework == "jax":
+            return _autodiff.jax_backward(self.call, case, args, cotangent, wrt)
+        raise NotImplementedError(f"{self.name}: no autodiff on {self.backend_name}; "
+                                  "gradient cases need torch or JAX (or a backward of the "
+                                  "implementation's own)")
 
     def call(self, case: Case, args: dict[str, Any]) -> dict[str, Any]:
         """Call the implementation with backend arrays; return ``out`` (and ``lse``,

@@ -76,7 +76,9 @@ class JaxDotProductAttentionAdapter(NativeAdapter):
     features = frozenset({
         "batch0", "batch2", "gqa", "lq_ne_lk", "scale", "mask", "bias", "bias_neg_inf",
         "causal", "window", "kv_lengths", "lse", "poison_scores", "nonfinite", "extreme",
+        "backward", "grad_bias",
     })
+    deterministic_on = ("jax-cpu",)
 
     def dtypes(self) -> tuple[str, ...]:
         found = super().dtypes()

@@ -47,8 +47,9 @@ class TorchSdpaAdapter(NativeAdapter):
     features = frozenset({
         "batch0", "batch2", "gqa", "dv_ne_dk", "lq_ne_lk", "empty_keys", "scale", "mask",
         "bias", "bias_neg_inf", "causal", "causal_lower_right", "empty_rows", "nonfinite",
-        "extreme",
+        "extreme", "backward", "grad_bias",
     })
+    deterministic_on = ("torch-cpu",)
 
     def call(self, case: Case, args: dict[str, Any]) -> dict[str, Any]:
         for name in ("softcap", "window", "kv_lengths", "q_lengths", "dropout_mask"):

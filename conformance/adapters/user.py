@@ -37,6 +37,29 @@ relative to the callable's module). Keys, all optional:
     holding just those. ``lse`` and ``weights`` count as declared features exactly when
     listed here.
 
+``backward`` (``false`` | ``true`` | ``"autodiff"`` | ``"function"``)
+    Whether gradient cases apply, and how the gradients are obtained:
+
+    * ``"autodiff"`` (``true`` is the same): the callable is differentiable by its backend's
+      autodiff (torch autograd; JAX ``jax.vjp`` under ``jax.jit``, so it must be
+      traceable), which computes ``dq``, ``dk``, ``dv`` and ``dbias``. Needs a torch or JAX
+      backend. ``exclude = ["grad_bias"]`` leaves ``dbias`` ungraded.
+    * ``"function"``: the callable has an attribute ``attnspec_backward``, called after the
+      forward as ``attnspec_backward(grad_out, query, key, value, **options)`` with the
+      cotangent of ``out`` and the options of the forward call (only those the case uses),
+      in the callable's layout; it returns ``(dq, dk, dv)`` or ``(dq, dk, dv, dbias)``
+      (``dbias`` graded when returned). Any backend, NumPy included.
+
+    Default: ``"function"`` when the callable has ``attnspec_backward``, else ``false``.
+``deterministic`` (bool)
+    The callable claims bit-identical results for a repeated call: the determinism cases
+    call it several times and compare (outputs, and gradients with ``backward``). Default
+    ``false``.
+
+``backward``, ``grad_bias`` and ``deterministic`` are never part of the default "every
+feature". Listed under ``features``, ``deterministic`` is the same as the key above, and
+``backward`` means ``"autodiff"`` on a torch or JAX backend (nothing on another backend).
+
 A function that returns a tuple without ``returns`` saying so is an error (the adapter
 raises ``TypeError``), not a silent first element.
 """
@@ -52,12 +75,14 @@ from typing import Any
 import attnspec
 
 from ..cases import SOFTMAX_OPS, Case
-from ..features import FEATURES
-from .base import Adapter
+from ..features import FEATURES, OPT_IN
+from .base import Adapter, has_autodiff
 
 __all__ = ["CAPABILITY_KEYS", "UserAdapter", "load_callable", "parse_capabilities"]
 
-CAPABILITY_KEYS = ("features", "exclude", "ops", "dtypes", "layout", "mask", "returns")
+CAPABILITY_KEYS = ("features", "exclude", "ops", "dtypes", "layout", "mask", "returns",
+                   "backward", "deterministic")
+_BACKWARD = ("autodiff", "function")
 _OPS = ("attention", "mha", *SOFTMAX_OPS)
 _DTYPES = ("float64", "float32", "float16", "bfloat16")
 _OUTPUTS = ("out", "lse", "weights")
@@ -167,6 +192,19 @@ def parse_capabilities(source: Any, *, target: str = "") -> dict[str, Any]:
             caps[key] = data[key]
     if "returns" in caps and "out" not in caps["returns"]:
         raise ValueError(f"{where}: returns must include 'out', got {caps['returns']}")
+    if "backward" in data:
+        value = data["backward"]
+        if value is True:
+            value = "autodiff"
+        if value is not False and value not in _BACKWARD:
+            raise ValueError(f"{where}: backward must be true, false, 'autodiff' or "
+                             f"'function', got {value!r}")
+        caps["backward"] = value
+    if "deterministic" in data:
+        if not isinstance(data["deterministic"], bool):
+            raise TypeError(f"{where}: deterministic must be true or false, got "
+                            f"{data['deterministic']!r}")
+        caps["deterministic"] = data["deterministic"]
     return caps
 
 
@@ -209,7 +247,31 @@ class UserAdapter(Adapter):
         caps = self.capabilities
         self.ops = frozenset(caps.get("ops", ["attention"]))
         self.returns = tuple(o for o in _OUTPUTS if o in caps.get("returns", ["out"]))
-        features = set(caps.get("features", FEATURES)) - set(caps.get("exclude", ()))
+        declared = set(caps.get("features", set(FEATURES) - OPT_IN))
+        backward = caps.get("backward")
+        if backward is None:
+            # Not given: a backward of its own, else autodiff where ``features`` lists
+            # "backward" and the backend differentiates.
+            backward = "function" if hasattr(self._fn, "attnspec_backward") else (
+                "autodiff" if "backward" in declared and has_autodiff(backend_name)
+                else False)
+        if backward == "function" and not callable(getattr(self._fn, "attnspec_backward",
+                                                           None)):
+            raise ValueError(f"capabilities of {target!r}: backward = 'function' needs a "
+                             "callable attribute attnspec_backward on the callable")
+        if backward == "autodiff" and not has_autodiff(backend_name):
+            raise ValueError(f"capabilities of {target!r}: backward = 'autodiff' needs a "
+                             f"backend with autodiff (torch, JAX), not {backend_name!r}; "
+                             "or give the callable an attnspec_backward")
+        self.backward_mode = backward
+        declared -= OPT_IN
+        if backward:
+            declared.add("backward")
+            if backward == "autodiff":
+                declared.add("grad_bias")
+        if caps.get("deterministic") or "deterministic" in caps.get("features", ()):
+            declared.add("deterministic")
+        features = declared - set(caps.get("exclude", ()))
         features -= {"lse", "weights"}
         features |= set(self.returns) - {"out"}
         self.features = frozenset(features)
@@ -248,7 +310,8 @@ class UserAdapter(Adapter):
                             "outputs in the capability 'returns'")
         return result
 
-    def _attention(self, args: dict[str, Any]) -> dict[str, Any]:
+    def _arguments(self, args: dict[str, Any]) -> tuple[Any, Any, Any, dict[str, Any]]:
+        """query, key, value in the callable's layout, and its options (mask translated)."""
         q, k, v = args["query"], args["key"], args["value"]
         if self.layout == "blhd":
             q, k, v = (attnspec.bhld_to_blhd(x) for x in (q, k, v))
@@ -260,6 +323,10 @@ class UserAdapter(Adapter):
                 options["mask"] = xp.logical_not(mask)
             else:
                 options["mask"] = attnspec.mask_to_bias(mask, dtype=q.dtype)
+        return q, k, v, options
+
+    def _attention(self, args: dict[str, Any]) -> dict[str, Any]:
+        q, k, v, options = self._arguments(args)
         if "lse" in self.returns:
             options["return_lse"] = True
         if "weights" in self.returns:
@@ -276,3 +343,28 @@ class UserAdapter(Adapter):
         if self.layout == "blhd":
             outputs["out"] = attnspec.blhd_to_bhld(outputs["out"])
         return outputs
+
+    def backward(self, case: Case, args: dict[str, Any], cotangent: Any) -> Any:
+        """Autodiff (the base class), or the callable's own ``attnspec_backward``."""
+        if self.backward_mode != "function":
+            return super().backward(case, args, cotangent)
+        backward_fn = self._fn.attnspec_backward
+
+        def once() -> dict[str, Any]:
+            out = self.call(case, dict(args))["out"]
+            q, k, v, options = self._arguments(args)
+            grad_out = attnspec.bhld_to_blhd(cotangent) if self.layout == "blhd" else cotangent
+            grads = backward_fn(grad_out, q, k, v, **options)
+            if not isinstance(grads, tuple) or len(grads) not in (3, 4):
+                got = (f"a tuple of {len(grads)}" if isinstance(grads, tuple)
+                       else type(grads).__name__)
+                raise TypeError(f"{self.target}.attnspec_backward returned {got}; expected "
+                                "(dq, dk, dv) or (dq, dk, dv, dbias)")
+            names = ("dq", "dk", "dv", "dbias")[:len(grads)]
+            result = {"out": out, **dict(zip(names, grads, strict=True))}
+            if self.layout == "blhd":
+                for name in ("dq", "dk", "dv"):
+                    result[name] = attnspec.blhd_to_bhld(result[name])
+            return result
+
+        return once
