@@ -22,10 +22,10 @@ class Problem(NamedTuple):
     shape: AttentionShape
     dtype: Any  # the input dtype (outputs are returned in it)
     acc: Any  # the accumulation dtype
-    q: Array  # in acc, already multiplied by ``scale`` (one pass over Lq x D, not Lq x Lk)
+    q: Array  # in acc; already multiplied by the score scale when ``scale`` is None
     k: Array  # in acc; rows past kv_lengths zeroed (ATT-LEAK-2)
     v: Array
-    scale: Any
+    scale: Any  # the score scale still to apply to q.k, or None (folded into q)
     softcap: Any
     bias: Array | None  # in acc
     mask: Array | None
@@ -53,6 +53,8 @@ def block_scores(p: Problem, rows: Block, cols: Block) -> Array:
         k = p.k if cols == (0, shape.lk) else p.k[..., cols[0]:cols[1], :]
         kt = xp.matrix_transpose(k)
     s = matmul_grouped(q, kt, shape.hq, shape.hkv, xp)
+    if p.scale is not None:
+        s = s * p.scale
     if p.softcap is not None:
         s = p.softcap * xp.tanh(s / p.softcap)
     bias = slice_block(p.bias, rows, cols)

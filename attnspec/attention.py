@@ -139,14 +139,13 @@ def scaled_dot_product_attention(
         (<= 64 MiB) or the weights are requested, chunked otherwise. Both paths give the
         same results up to rounding.
     implementation : {"portable", "auto", "native"}
-        ``"portable"`` (default): attnspec's own Array API code. ``"auto"``: the
+        ``"portable"`` (default): attnspec's own Array API code. ``"native"``: the
         framework's fused kernel (torch SDPA, ``jax.nn.dot_product_attention``; see
-        :mod:`attnspec.native`) when, for these arguments, it computes exactly the spec's
-        result (no ``mask``/``bias``/``softcap``/``window``/``q_lengths``/dropout/``lse``/
-        ``weights``, a dtype and alignment the kernel gets right) unless that kernel is
-        measured slower there (JAX on the CPU), else the portable path.
-        ``"native"``: the kernel or a ``ValueError`` saying why not.
-        :func:`attnspec.native_plan` tells which path a call takes.
+        :mod:`attnspec.native`) for calls it takes (no ``mask``/``bias``/``softcap``/
+        ``window``/``q_lengths``/dropout/``lse``/``weights``, a dtype and alignment the
+        kernel gets right), with the spec's results for finite inputs, or a ``ValueError``
+        saying why not. ``"auto"``: a kernel only when it is ``exact`` (NaN/inf too) and not
+        measured slower, else the portable path. :func:`attnspec.native_plan` tells which.
     xp : namespace, optional
         The array namespace; inferred from the inputs by default.
 
@@ -203,16 +202,20 @@ def scaled_dot_product_attention(
                              "path")
     acc = accumulation_dtype(xp, query.dtype)
     scale = default_scale(shape.dk) if scale is None else scale
-    # Scaling q (Lq x D) instead of the scores (Lq x Lk) saves a pass over every score;
-    # the product is a new array, so the caller's query is never touched.
-    q, k, v = to_dtype(xp, query, acc) * scale, to_dtype(xp, key, acc), to_dtype(xp, value, acc)
+    # Scaling q (Lq x D) instead of the scores (Lq x Lk) saves a pass over every score, but
+    # only a scale <= 1 does it safely: a larger one can overflow q where (q.k) * scale is
+    # finite. The product is a new array, so the caller's query is never touched.
+    fold = isinstance(scale, (int, float)) and scale <= 1.0
+    q = to_dtype(xp, query, acc)
+    q = q * scale if fold else q
+    k, v = to_dtype(xp, key, acc), to_dtype(xp, value, acc)
     if kv_lengths is not None:
         real_key = key_padding(shape.lk, kv_lengths, xp, device)
         k = xp.where(real_key, k, 0.0)
         v = xp.where(real_key, v, 0.0)
     problem = Problem(
         xp=xp, shape=shape, dtype=query.dtype, acc=acc, q=q, k=k, v=v,
-        scale=scale, softcap=softcap,
+        scale=None if fold else scale, softcap=softcap,
         bias=None if bias is None else to_dtype(xp, bias, acc), mask=mask, causal=causal,
         window=window, alignment=alignment, kv_lengths=kv_lengths, q_lengths=q_lengths,
         dropout_mask=dropout_mask,

@@ -1,13 +1,18 @@
 """Native fast paths: hand a call to a framework's own fused attention kernel when, for the
 arguments given, that kernel computes exactly what ``docs/spec.md`` defines.
 
+Two promises: an ``exact`` kernel follows the spec for every input, NaN and inf included,
+and is what ``implementation="auto"`` may take; any other kernel follows it for finite
+inputs (NaN/inf then follow the kernel's own rules, e.g. torch SDPA gives 0, not NaN, for a
+row whose only attended key is NaN) and is taken only by ``implementation="native"``.
+
 This module imports no framework. Kernels live elsewhere (``attnspec.backends`` ships torch
 SDPA and ``jax.nn.dot_product_attention``) and are found through the ``attnspec.native``
 entry-point group, or added at run time with :func:`register`. A kernel is asked two
 things: whether it *declines* a call (and why), and to run it. It may only accept calls
 whose every output (and gradient) the conformance suite has measured to agree with the
-spec, including the non-finite cases (masked NaN keys, empty rows): ``attnspec check``
-grades each kernel through ``implementation="native"`` as its own implementation.
+spec: ``attnspec check`` grades each kernel through ``implementation="native"`` as its own
+implementation (the non-finite cases only for an ``exact`` kernel).
 
 Which path a call takes depends only on static facts (namespace, dtype, shapes, which
 options are set), never on array values, so the choice is the same under ``jax.jit``.
@@ -65,6 +70,9 @@ class NativeKernel(Protocol):
 
     # Optional: ``slower(call) -> str | None``, why ``implementation="auto"`` should keep
     # the portable path although the kernel would be right (it is measured slower there).
+    # Optional: ``exact = True`` when the kernel follows the spec for *every* input, NaN
+    # and inf included; only such kernels are taken by ``implementation="auto"``. Without
+    # it a kernel is taken by ``"native"`` only, and promises the spec for finite inputs.
 
 
 class Plan(NamedTuple):
@@ -114,9 +122,10 @@ def unsupported_option(options: dict[str, Any]) -> str | None:
 def plan(call: NativeCall, options: dict[str, Any], implementation: str = "auto"
          ) -> tuple[NativeKernel | None, str]:
     """The kernel that takes ``call`` (first that handles its namespace and does not
-    decline), or ``None`` and why none does. With ``implementation="auto"`` a kernel whose
-    optional ``slower(call)`` gives a reason (it is measured slower than the portable path
-    there) is passed over too; ``"native"`` takes it anyway."""
+    decline), or ``None`` and why none does. With ``implementation="auto"`` a kernel is
+    also passed over when its optional ``slower(call)`` gives a reason (measured slower
+    than the portable path there) or when it is not ``exact`` (it follows the spec for
+    finite inputs only); ``"native"`` takes it anyway."""
     reason = unsupported_option(options)
     if reason is not None:
         return None, reason
@@ -130,6 +139,9 @@ def plan(call: NativeCall, options: dict[str, Any], implementation: str = "auto"
         if why is None and implementation == "auto":
             slower = getattr(kernel, "slower", None)
             why = slower(call) if slower is not None else None
+            if why is None and not getattr(kernel, "exact", False):
+                why = ("agrees with the spec for finite inputs only (NaN/inf follow the "
+                       "kernel's own rules; implementation='native' accepts that)")
         if why is None:
             return kernel, ""
         reasons.append(f"{kernel.name}: {why}")

@@ -5,9 +5,10 @@ no mask or bias (a boolean ``attn_mask`` lets a NaN key at a masked position rea
 row, ATT-LEAK-1), ``causal`` upper-left or lower-right with ``Lq <= Lk`` (torch's
 ``causal_lower_right``; ``Lq > Lk`` has empty rows, for which torch warns), ``kv_lengths``
 only without ``causal`` (as a key-padding mask over zeroed padding rows), a Python scale.
-Those calls agree with the spec in every case of the conformance catalog, including empty
-rows (0) and their gradients (0); ``attnspec check`` grades them as
-``attnspec.native.torch``.
+For finite inputs those calls agree with the spec in every case of the conformance
+catalog, including empty rows (0) and their gradients (0); ``attnspec check`` grades them
+as ``attnspec.native.torch``. Non-finite inputs follow torch's own rules (see ``exact``), so
+``implementation="auto"`` never takes this kernel.
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ __all__ = ["KERNEL", "TorchSdpaKernel"]
 
 class TorchSdpaKernel:
     name = "torch.nn.functional.scaled_dot_product_attention"
+    #: NaN/inf differ: a row whose only attended key is NaN gives 0, not NaN, and with a
+    #: mask (3-d inputs, ``causal_lower_right``) a masked NaN key can reach other rows.
+    #: So "native" only, with the spec's results for finite inputs.
+    exact = False
 
     def handles(self, xp: Any) -> bool:
         return array_api_compat.is_torch_namespace(xp)

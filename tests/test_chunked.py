@@ -282,3 +282,16 @@ def test_merge_half_precision_and_errors():
         attnspec.merge([(out16, lse32), (np.ones((2, 4), np.float16), lse32)])
     with pytest.raises(TypeError, match=r"partials\[0\] must be an \(out, lse\) pair"):
         attnspec.merge([out16])
+
+
+@pytest.mark.parametrize("chunk_size", [0, 1])
+def test_a_large_scale_is_applied_to_the_scores_not_to_q(chunk_size):
+    """ATT-SCORE-1: s = (q . k) * scale. Folding a scale > 1 into q first would overflow
+    float32 here (3e38 * 4) although the score itself, 1.2e36, is finite."""
+    q = np.array([[[3e38]]], np.float32)
+    k = np.array([[[1e-3], [2e-3]]], np.float32)
+    v = np.array([[[2.0], [5.0]]], np.float32)
+    out, lse = attnspec.scaled_dot_product_attention(q, k, v, scale=4.0, return_lse=True,
+                                                     chunk_size=chunk_size)
+    assert out[0, 0, 0] == 5.0  # the larger score (2.4e36) takes all the weight
+    np.testing.assert_allclose(lse, [[3e38 * 2e-3 * 4.0]], rtol=1e-6)

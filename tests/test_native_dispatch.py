@@ -123,7 +123,7 @@ def test_torch_kv_lengths_padding_never_leaks(rng):
     v[1, :, 6:] = np.inf
     args = [torch.tensor(x, dtype=torch.float32, requires_grad=True) for x in (q, k, v)]
     kv = torch.tensor(lengths)
-    assert attnspec.native_plan(*args, kv_lengths=kv).kernel is not None
+    assert attnspec.native_plan(*args, kv_lengths=kv, implementation="native").kernel is not None
     out = attnspec.scaled_dot_product_attention(*args, kv_lengths=kv, implementation="native")
     expected = oracle(q, k, v, kv_lengths=lengths)[0]
     np.testing.assert_allclose(out.detach().numpy(), expected, atol=2e-5, rtol=2e-5)
@@ -177,7 +177,7 @@ def test_auto_without_a_kernel_is_the_portable_path(xb, rng):
     """On backends without a kernel (NumPy, array-api-strict, Dask), 'auto' is 'portable'
     bit for bit and 'native' is a ValueError that says so."""
     (_q, _k, _v), args = _qkv(xb, rng, (1, 2, 6, 8), (1, 2, 6, 8), xb.dtypes[0])
-    plan = attnspec.native_plan(*args, causal=True)
+    plan = attnspec.native_plan(*args, causal=True, implementation="native")
     if plan.kernel is not None:
         pytest.skip(f"{xb.name} has a native kernel ({plan.kernel}); tested above")
     auto = attnspec.scaled_dot_product_attention(*args, causal=True, implementation="auto")
@@ -198,6 +198,7 @@ class _RecordingKernel:
     """A NumPy 'kernel' that records what it was given and computes the portable result."""
 
     name = "test.recording"
+    exact = True  # what lets implementation="auto" take it
 
     def __init__(self):
         self.calls = []
@@ -249,3 +250,40 @@ def test_auto_passes_over_a_kernel_measured_slower(rng):
     out = attnspec.scaled_dot_product_attention(*args, causal=True, implementation="auto")
     np.testing.assert_allclose(np.asarray(out), oracle(q, k, v, causal=True)[0],
                                atol=2e-5, rtol=2e-5)
+
+
+def test_auto_never_takes_a_kernel_that_is_exact_for_finite_inputs_only(rng):
+    """torch SDPA gives 0, not NaN (SMX-4), for a row whose only attended key is NaN, so
+    'auto' keeps the portable path (spec result) and says why; 'native' takes the kernel,
+    which agrees for finite inputs."""
+    b = _backend("torch-cpu")
+    q = b.from_numpy(np.ones((1, 1, 2, 4)), "float32")
+    k = np.ones((1, 1, 3, 4))
+    k[..., 0, :] = np.nan  # causal row 0 attends key 0 only
+    k = b.from_numpy(k, "float32")
+    plan = attnspec.native_plan(q, k, k, causal=True)
+    assert plan.kernel is None
+    assert "finite inputs only" in plan.reason
+    auto = b.to_numpy(attnspec.scaled_dot_product_attention(q, k, k, causal=True,
+                                                            implementation="auto"))
+    assert np.isnan(auto[0, 0, 0]).all()  # SMX-4: the row's only key is NaN
+    finite = b.from_numpy(rng.standard_normal((1, 1, 3, 4)), "float32")
+    native = attnspec.scaled_dot_product_attention(q, finite, finite, causal=True,
+                                                   implementation="native")
+    portable = attnspec.scaled_dot_product_attention(q, finite, finite, causal=True)
+    np.testing.assert_allclose(b.to_numpy(native), b.to_numpy(portable), atol=1e-6)
+
+
+def test_jax_float16_under_jit_is_not_dispatched_on_the_cpu():
+    """Under jax.jit a tracer has no device; the kernel still sees it is on the CPU, where
+    float16 dot_general is unsupported, and declines (fuzzing found this)."""
+    b = _backend("jax-cpu")
+    import jax
+    import jax.numpy as jnp
+
+    if jax.default_backend() != "cpu":
+        pytest.skip("jax-cpu: the default JAX backend is not the CPU")
+    f = jax.jit(lambda q: attnspec.scaled_dot_product_attention(q, q, q, implementation="auto"))
+    out = f(jnp.ones((1, 1, 2, 16), jnp.float16))
+    assert out.dtype == jnp.float16
+    assert b.name == "jax-cpu"

@@ -28,7 +28,11 @@ class _AttnspecNative(NativeAdapter):
     ops = frozenset({"attention"})
     # Every feature but the extra outputs (the kernels return ``out`` only), with gradients
     # through the framework's autodiff of the dispatched call; deterministic on the CPU.
-    features = frozenset(FEATURES) - OPT_IN - {"lse", "weights"} | {"backward", "grad_bias"}
+    # The built-in kernels are not ``exact``: they promise the spec for finite inputs only,
+    # so the non-finite behaviours are not declared (they are what "auto" refuses them for).
+    features = (frozenset(FEATURES) - OPT_IN
+                - {"lse", "weights", "nonfinite", "poison_scores", "poison_kv"}
+                | {"backward", "grad_bias"})
 
     def versions(self) -> dict[str, str]:
         return {"attnspec": attnspec.__version__, **super().versions()}
