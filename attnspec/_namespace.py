@@ -136,12 +136,13 @@ def accumulation_dtype(xp: Namespace, dtype: Any) -> Any:
     return xp.float64 if dtype == xp.float64 else xp.float32
 
 
-_KIND_CACHE: dict[tuple[Any, Any, str], bool] = {}
+_KIND_CACHE: dict[tuple[str, Any, str], bool] = {}
 
 
 def _is_kind(xp: Namespace, dtype: Any, kind: str) -> bool:
     # isdtype is slow on some namespaces (NumPy: ~2 us); dtypes are few and hashable.
-    key = (xp, dtype, kind)
+    # Keyed by the namespace's name: torch.compile cannot write a module-keyed entry back.
+    key = (xp.__name__, dtype, kind)
     try:
         return _KIND_CACHE[key]
     except KeyError:

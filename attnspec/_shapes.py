@@ -7,7 +7,8 @@ from collections.abc import Sequence
 
 def broadcast_shapes(*shapes: Sequence[int]) -> tuple[int, ...] | None:
     """NumPy broadcasting of ``shapes``; ``None`` when they do not broadcast."""
-    ndim = max((len(s) for s in shapes), default=0)
+    # Not max(..., default=0): torch.compile(fullgraph=True) cannot trace that keyword.
+    ndim = max([0, *(len(s) for s in shapes)])
     out = []
     for axis in range(-ndim, 0):
         sizes = {s[axis] for s in shapes if len(s) >= -axis and s[axis] != 1}
