@@ -78,3 +78,10 @@ def on_config(config: Any) -> Any:
     if missing and config["nav"]:
         config["nav"] = _prune(config["nav"], missing)
     return config
+
+
+# Also when MkDocs imports this hook, before any plugin starts: mkdocstrings fixes its
+# search paths at start-up and drops one that does not exist yet, so on a fresh checkout
+# the mirror made in on_config alone came too late (the API pages then failed to build).
+_mirror(Path(__file__).resolve().parent.parent,
+        Path(__file__).resolve().parent.parent / "build" / "docs-api")
