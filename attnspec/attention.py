@@ -185,17 +185,15 @@ def scaled_dot_product_attention(
     kv_lengths, q_lengths, window = args.kv_lengths, args.q_lengths, args.window
     dropout_p = args.dropout_p
     if implementation != "portable":
-        options = dict(
-            mask=mask, bias=bias, softcap=softcap, window=_band(window), q_lengths=q_lengths,
+        kernel, reason, call = _route(
+            query, key, value, args, implementation, causal=causal, alignment=alignment,
+            scale=scale, mask=mask, bias=bias, softcap=softcap, q_lengths=q_lengths,
             dropout_mask=dropout_mask, return_lse=return_lse, return_weights=return_weights,
             chunk_size=chunk_size,
         )
-        call = NativeCall(xp, query, key, value, shape, causal, alignment,
-                          default_scale(shape.dk) if scale is None else scale, kv_lengths,
-                          device)
-        kernel, reason = _native.plan(call, options, implementation)
         if kernel is not None:
-            return kernel(_zero_padding(call))
+            k, v = _zero_past_lengths(key, value, kv_lengths, shape.lk, xp, device)
+            return kernel(call._replace(key=k, value=v))
         if implementation == "native":
             raise ValueError(f"implementation='native': no native kernel takes this call "
                              f"({reason}); implementation='auto' falls back to the portable "
@@ -208,11 +206,8 @@ def scaled_dot_product_attention(
     fold = isinstance(scale, (int, float)) and scale <= 1.0
     q = to_dtype(xp, query, acc)
     q = q * scale if fold else q
-    k, v = to_dtype(xp, key, acc), to_dtype(xp, value, acc)
-    if kv_lengths is not None:
-        real_key = key_padding(shape.lk, kv_lengths, xp, device)
-        k = xp.where(real_key, k, 0.0)
-        v = xp.where(real_key, v, 0.0)
+    k, v = _zero_past_lengths(to_dtype(xp, key, acc), to_dtype(xp, value, acc), kv_lengths,
+                              shape.lk, xp, device)
     problem = Problem(
         xp=xp, shape=shape, dtype=query.dtype, acc=acc, q=q, k=k, v=v,
         scale=None if fold else scale, softcap=softcap,
@@ -240,15 +235,33 @@ def _band(window: Window | None) -> Window | None:
     return None if window is None or tuple(window) == (None, None) else window
 
 
-def _zero_padding(call: NativeCall) -> NativeCall:
+def _zero_past_lengths(k: Array, v: Array, kv_lengths: Array | None, lk: int,
+                       xp: Namespace, device: Any) -> tuple[Array, Array]:
     """Key and value rows past ``kv_lengths`` set to 0, so that whatever an unused KV-cache
-    slot holds (NaN, inf) cannot reach a kernel's ``0 * NaN`` (ATT-LEAK-2)."""
-    if call.kv_lengths is None:
-        return call
-    xp = call.xp
-    real_key = key_padding(call.shape.lk, call.kv_lengths, xp, call.device)
-    return call._replace(key=xp.where(real_key, call.key, 0.0),
-                         value=xp.where(real_key, call.value, 0.0))
+    slot holds (NaN, inf) cannot reach a ``0 * NaN`` (ATT-LEAK-2). New arrays: the caller's
+    are never touched."""
+    if kv_lengths is None:
+        return k, v
+    real_key = key_padding(lk, kv_lengths, xp, device)
+    return xp.where(real_key, k, 0.0), xp.where(real_key, v, 0.0)
+
+
+def _route(query: Array, key: Array, value: Array, args: check.AttentionArguments,
+           implementation: str, *, causal: bool, alignment: str, scale: Any, mask: Any,
+           bias: Any, softcap: Any, q_lengths: Any, dropout_mask: Any, return_lse: bool,
+           return_weights: bool, chunk_size: Any) -> tuple[Any, str, NativeCall]:
+    """The native kernel that takes a validated call (or ``None`` and why not), and the
+    call in kernel terms: the one decision both the call and :func:`native_plan` make."""
+    call = NativeCall(args.xp, query, key, value, args.shape, causal, alignment,
+                      default_scale(args.shape.dk) if scale is None else scale,
+                      args.kv_lengths, args.device)
+    options = dict(
+        mask=mask, bias=bias, softcap=softcap, window=_band(args.window), q_lengths=q_lengths,
+        dropout_mask=dropout_mask, return_lse=return_lse, return_weights=return_weights,
+        chunk_size=chunk_size,
+    )
+    kernel, reason = _native.plan(call, options, implementation)
+    return kernel, reason, call
 
 
 def native_plan(query: Array, key: Array, value: Array, /, **options: Any) -> Plan:
@@ -287,14 +300,11 @@ def native_plan(query: Array, key: Array, value: Array, /, **options: Any) -> Pl
         query, key, value, causal=causal, alignment=alignment, dropout_p=dropout_p,
         **checked,
     )
-    scale = checked["scale"]
-    call = NativeCall(args.xp, query, key, value, args.shape, causal, alignment,
-                      default_scale(args.shape.dk) if scale is None else scale,
-                      args.kv_lengths, args.device)
-    kernel, reason = _native.plan(call, implementation=implementation, options=dict(
-        mask=checked["mask"], bias=checked["bias"], softcap=checked["softcap"],
-        window=_band(args.window), q_lengths=checked["q_lengths"],
+    kernel, reason, _ = _route(
+        query, key, value, args, implementation, causal=causal, alignment=alignment,
+        scale=checked["scale"], mask=checked["mask"], bias=checked["bias"],
+        softcap=checked["softcap"], q_lengths=checked["q_lengths"],
         dropout_mask=checked["dropout_mask"], return_lse=return_lse,
         return_weights=return_weights, chunk_size=checked["chunk_size"],
-    ))
+    )
     return Plan(None if kernel is None else kernel.name, reason)
