@@ -18,7 +18,7 @@ from typing import Any
 from .cases import Case
 from .limits import AUTO, on_gpu, parse_size, resolve_memory_limit
 from .report import COMPLETE, INTERRUPTED, Report
-from .results import CaseResult, ImplementationInfo
+from .results import CaseResult, ImplementationInfo, Outcome
 from .runner import (
     STARTUP_TIMEOUT,
     AdapterSpec,
@@ -59,6 +59,17 @@ class _Target:
     label: str  # what options["targets"] records
     note: str = ""
 
+    def repro(self, case_id: str, seed: int) -> str:
+        """The ``attnspec repro`` command of a case ("" for an Adapter object, which has no
+        name the command line could resolve)."""
+        from .repro import command
+
+        if self.spec is None or self.spec.target is None:
+            return ""
+        return command(case_id, self.spec.target, backend=self.spec.backend,
+                       device=self.spec.device, capabilities=self.spec.capabilities,
+                       seed=seed)
+
     def known(self) -> ImplementationInfo:
         """What is known before a worker reports: enough to name results if it never does."""
         adapter = self.adapter
@@ -83,6 +94,7 @@ def run(
     fingerprint: bool = True,
     capabilities: Any = None,
     memory_limit: str | int | None = AUTO,
+    jax_x64: bool = True,
 ) -> Report:
     """Run the conformance cases against implementations and report every outcome.
 
@@ -130,17 +142,25 @@ def run(
         those on a GPU. An allocation past it is a ``MemoryError`` in the worker (outcome
         ``error``). Not enforced with ``isolate=False``, nor where Python has no
         ``resource`` module (Windows).
+    jax_x64 : bool
+        Turn on ``jax_enable_x64`` in the worker of an implementation on JAX (default), so
+        that its float64 cases run in float64. Never in this process: with
+        ``isolate=False`` JAX keeps the configuration it has.
 
     Returns
     -------
     Report
-        ``report.exit_code`` is 0 when every applicable case passed (xfails allowed).
+        ``report.exit_code`` is 0 when every applicable case passed (expected failures
+        allowed) and every implementation was graded on enough cases for every rule it
+        claims (:mod:`attnspec.conformance.coverage`), 1 when a case failed, 3 when the
+        coverage is insufficient. A ``select``/``dtypes`` that leaves no case gives a report
+        without results, whose verdict is insufficient coverage.
 
     Raises
     ------
     ValueError, TypeError
-        For an argument that is not what is described above (an unknown target, dtype, a
-        ``select`` that matches no case, a malformed xfail file).
+        For an argument that is not what is described above (an unknown target or dtype
+        name, a malformed xfail file).
     RunInterrupted
         On Ctrl-C; a ``KeyboardInterrupt`` whose ``report`` holds the results so far.
 
@@ -188,16 +208,21 @@ def run(
         "timeout": float(timeout), "full": bool(full), "isolate": bool(isolate),
         "fingerprint": bool(fingerprint), "cases": len(cases),
         "memory_limit": (resolve_memory_limit(memory_limit, gpu=False) if isolate else None),
+        "jax_x64": bool(jax_x64) and bool(isolate),
     }
+    if not cases:
+        notes.append(f"no case of the catalog matches select={patterns!r}, "
+                     f"dtypes={dtype_names!r} (`attnspec list --cases` shows the case IDs)")
     if notes:
         options["notes"] = notes
     return _run(chosen, cases, entries, options, progress=progress, timeout=float(timeout),
-                isolate=isolate, fingerprint=fingerprint, memory_limit=memory_limit)
+                isolate=isolate, fingerprint=fingerprint, memory_limit=memory_limit,
+                jax_x64=bool(jax_x64))
 
 
 def _run(chosen: list[_Target], cases: list[Case], entries: list, options: dict[str, Any], *,
          progress: Progress | None, timeout: float, isolate: bool, fingerprint: bool,
-         memory_limit: str | int | None = AUTO) -> Report:
+         memory_limit: str | int | None = AUTO, jax_x64: bool = True) -> Report:
     from .xfail import apply_xfail, stale_xfails
 
     cache = CaseCache()
@@ -209,6 +234,8 @@ def _run(chosen: list[_Target], cases: list[Case], entries: list, options: dict[
 
     def emit(result: CaseResult) -> None:
         apply_xfail(result, entries)
+        if result.outcome.graded and result.outcome is not Outcome.PASS and current is not None:
+            result.repro = current.repro(result.case_id, int(options.get("seed") or 0))
         results.append(result)
         state["done"] += 1
         if progress is not None:
@@ -225,7 +252,7 @@ def _run(chosen: list[_Target], cases: list[Case], entries: list, options: dict[
             current = target
             outcome = _run_target(target, cases, cache, emit, skip, notes, timeout=timeout,
                                   isolate=isolate, fingerprint=fingerprint, startup=startup,
-                                  memory_limit=memory_limit)
+                                  memory_limit=memory_limit, jax_x64=jax_x64)
             infos.append(outcome.info)
             for name, version in outcome.libraries.items():
                 libraries.setdefault(name, version)
@@ -253,7 +280,7 @@ def _run(chosen: list[_Target], cases: list[Case], entries: list, options: dict[
 
 def _run_target(target: _Target, cases: list[Case], cache: CaseCache, emit: Any, skip: Any,
                 notes: list[str], *, timeout: float, isolate: bool, fingerprint: bool,
-                startup: float, memory_limit: str | int | None) -> Any:
+                startup: float, memory_limit: str | int | None, jax_x64: bool = True) -> Any:
     """One implementation's run, in a worker (or in-process); notes are appended."""
     in_process = not isolate or target.spec is None
     if in_process:
@@ -261,16 +288,19 @@ def _run_target(target: _Target, cases: list[Case], cache: CaseCache, emit: Any,
     else:
         gpu = on_gpu(str(target.adapter.backend_name), target.spec.device)
         limit = resolve_memory_limit(memory_limit, gpu=gpu)
-        worker = WorkerProcess(target.spec, startup_timeout=startup, memory_limit=limit)
+        worker = WorkerProcess(target.spec, startup_timeout=startup, memory_limit=limit,
+                               jax_x64=jax_x64)
+    deviations = tuple(getattr(target.adapter, "deviations", ()))
     try:
         outcome = run_implementation(worker, target.known(), cases, cache, timeout=timeout,
-                                     fingerprint=fingerprint, emit=emit, skip=skip)
+                                     fingerprint=fingerprint, emit=emit, skip=skip,
+                                     deviations=deviations)
     except WorkerStartError as exc:  # the worker could not unpickle the adapter
         notes.append(f"{target.name}: ran in-process, the worker could not re-create "
                      f"the adapter ({exc}); a crash would have ended the run")
         outcome = run_implementation(InProcessWorker(target.adapter), target.known(),
                                      cases, cache, timeout=timeout, fingerprint=fingerprint,
-                                     emit=emit, skip=skip)
+                                     emit=emit, skip=skip, deviations=deviations)
     else:
         if (not in_process and outcome.info.unavailable is None
                 and isinstance(memory_limit, str) and worker.memory_limit is None
@@ -307,9 +337,6 @@ def _cases(*, full: bool, seed: int, dtypes: list[str] | None,
         cases = [c for c in cases if c.dtype in dtypes]
     if patterns:
         cases = list(select(cases, patterns))
-    if not cases:
-        raise ValueError(f"no case left to run: select={patterns!r}, dtypes={dtypes!r} "
-                         "match no case of the catalog (`attnspec list` shows the case IDs)")
     return cases
 
 

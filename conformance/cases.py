@@ -222,6 +222,10 @@ def _mask(kind: str | None, shape: tuple[int, ...], rng: np.random.Generator) ->
         return None
     if kind == "dense":
         return rng.random(shape) < 0.85
+    if kind == "dense_b1":  # (*batch, 1, Lq, Lk): one mask for every head
+        return rng.random((*shape[:-3], 1, *shape[-2:])) < 0.85
+    if kind == "dense_qk":  # (Lq, Lk): one mask for every batch entry and head
+        return rng.random(shape[-2:]) < 0.85
     if kind == "sparse":
         mask = rng.random(shape) < 0.15
         mask[..., 0] = True  # sparse, but no row empty by accident
@@ -244,8 +248,15 @@ def _mask(kind: str | None, shape: tuple[int, ...], rng: np.random.Generator) ->
 def _bias(kind: str | None, shape: tuple[int, ...], rng: np.random.Generator) -> Any:
     if kind is None:
         return None
+    if kind == "random_qk":  # (Lq, Lk): broadcast over batch and heads
+        return rng.standard_normal(shape[-2:])
     bias = rng.standard_normal(shape)
-    if kind == "neg_inf":
+    if kind == "key_columns":
+        # whole keys at -inf for every query (the mask kind "key_columns" as a bias)
+        cols = rng.random(shape[-1]) < 0.4
+        cols[0] = False
+        bias[..., cols] = -math.inf
+    elif kind == "neg_inf":
         bias[rng.random(shape) < 0.3] = -math.inf
         bias[..., 0] = 0.0
     elif kind == "row_neg_inf":
@@ -263,14 +274,15 @@ def _poison(case: Case, inputs: dict[str, Any], rng: np.random.Generator) -> Non
     bad = [math.nan, math.inf, -math.inf]
     if kind == "scores":
         # Keys masked for every query get NaN/inf K rows: q.k is non-finite exactly where
-        # masked. The bias gets +-inf/NaN at masked positions too.
-        keep = inputs["mask"]
+        # masked. The bias gets +-inf/NaN at masked positions too (where a mask masks them;
+        # a bias that masks by -inf keeps its -inf).
+        keep = inputs["mask"] if "mask" in inputs else inputs["bias"] > -math.inf
         masked_keys = ~keep.any(axis=tuple(range(keep.ndim - 1)))
         k = inputs["key"].copy()
         k[..., masked_keys, :] = bad[0]
         k[..., masked_keys, 0] = bad[1]
         inputs["key"] = k
-        if "bias" in inputs:
+        if "bias" in inputs and "mask" in inputs:
             b = inputs["bias"].copy()
             b[~keep] = rng.choice(bad, size=int((~keep).sum()))
             inputs["bias"] = b
@@ -281,6 +293,12 @@ def _poison(case: Case, inputs: dict[str, Any], rng: np.random.Generator) -> Non
         for name, fill in (("key", math.nan), ("value", math.inf)):
             x = inputs[name]
             inputs[name] = np.where(np.broadcast_to(padded, (*x.shape[:-1], 1)), fill, x)
+    elif kind == "query_nan":
+        # One entry of query row 0 (first batch entry and head) is NaN: every score of that
+        # row is NaN, and the row must be NaN in out and lse (ATT-NAN-1).
+        q = inputs["query"].copy()
+        q[(0,) * (q.ndim - 1) + (0,)] = math.nan
+        inputs["query"] = q
     elif kind in ("nan", "pos_inf"):
         # One attended score of row (0, 0) becomes NaN / +inf through the bias.
         shape = (*inputs["query"].shape[:-1], inputs["key"].shape[-2])

@@ -1,9 +1,12 @@
 """The ``attnspec`` command: check, list, report, export.
 
-Exit status: 0 when every applicable case passed (xfails allowed), 1 when any failed or
-errored, 2 for a usage error (unknown target, bad option, unreadable file), 130 when the run
-was interrupted (Ctrl-C; the reports asked for are written with the results gathered so far,
-marked ``"status": "interrupted"``).
+Exit status: 0 when every applicable case passed (expected failures allowed) and every
+implementation was graded on enough cases for every rule it claims; 1 when a case failed or
+errored, or an expected failure passed; 2 for a usage error (unknown target, bad option,
+unreadable file); 3 when nothing failed but the coverage is insufficient for a verdict
+(``attnspec.conformance.coverage``); 130 when the run was interrupted (Ctrl-C; the reports
+asked for are written with the results gathered so far, marked ``"status": "interrupted"``).
+``attnspec repro`` exits 1 when the case it reproduces fails.
 """
 
 from __future__ import annotations
@@ -66,13 +69,36 @@ def _parser() -> argparse.ArgumentParser:
                        help="what a worker may allocate, e.g. 8G, 512M, or none (default "
                             "auto: half the physical memory, at least 2 GiB, for CPU "
                             "implementations; none for GPU ones)")
+    check.add_argument("--no-jax-x64", action="store_true",
+                       help="leave jax_enable_x64 off in the workers of JAX implementations "
+                            "(their float64 cases are then not applicable)")
     check.add_argument("--color", choices=("auto", "always", "never"), default="auto")
 
     lst = sub.add_parser("list", help="print rules, cases and adapters")
     lst.add_argument("--full", action="store_true", help="the whole catalog")
     lst.add_argument("--cases", action="store_true", help="list every case ID")
     lst.add_argument("--adapters", action="store_true", help="list built-in adapters")
+    lst.add_argument("--features", action="store_true",
+                     help="list the features a capabilities declaration may name")
     lst.add_argument("--select", action="append", metavar="PATTERN")
+
+    repro = sub.add_parser(
+        "repro", help="print a standalone script that reproduces one case",
+        description="Print a Python script that rebuilds CASE_ID's inputs from its seed, "
+                    "calls TARGET as the suite does, and shows what was expected and what "
+                    "came back (exit 1 when it fails). --run runs it here instead.")
+    repro.add_argument("case_id", metavar="CASE_ID")
+    repro.add_argument("target", metavar="TARGET")
+    repro.add_argument("--backend", default="numpy")
+    repro.add_argument("--device", default=None)
+    repro.add_argument("--capabilities", type=Path)
+    repro.add_argument("--seed", type=int, default=0)
+    repro.add_argument("--op", default=None, help="with --params: the case's operation")
+    repro.add_argument("--params", default=None, metavar="JSON",
+                       help="the parameters of a case outside the catalog (--explore)")
+    repro.add_argument("--run", action="store_true", help="run the case here and print the "
+                                                          "evidence instead of the script")
+    repro.add_argument("-o", "--output", type=Path, help="write the script here")
 
     report = sub.add_parser("report", help="merge JSON reports into one compliance matrix")
     report.add_argument("reports", nargs="+", type=Path, metavar="REPORT.json")
@@ -104,8 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return USAGE_ERROR
     try:
-        return {"check": _check, "list": _list, "report": _report, "export": _export}[
-            args.command](args)
+        return {"check": _check, "list": _list, "report": _report, "export": _export,
+                "repro": _repro}[args.command](args)
     except UsageError as exc:
         from .views import plain  # the message may quote an implementation's own words
 
@@ -176,6 +202,7 @@ def _check(args: argparse.Namespace) -> int:
                 seed=args.seed, timeout=args.timeout, full=args.full, progress=progress,
                 isolate=not args.in_process, fingerprint=not args.no_fingerprint,
                 capabilities=args.capabilities, memory_limit=args.memory_limit,
+                jax_x64=not args.no_jax_x64,
             )
         except api.RunInterrupted as exc:
             progress.close()
@@ -187,24 +214,50 @@ def _check(args: argparse.Namespace) -> int:
             raise UsageError(str(exc)) from None
         finally:
             progress.close()
+    if args.explore:
+        _explore(report, args)
     color = _use_color(args.color)
     print(matrix(report, color=color))
     print(summary(report))
-    status = report.exit_code
-    if args.explore:
-        from .explore import explore
-
-        for target in args.targets or []:
-            status = max(status, explore(target, examples=args.explore, backend=args.backend,
-                                         device=args.device, dtypes=args.dtypes))
     _write_outputs(report, args)
-    return status
+    return report.exit_code
+
+
+def _explore(report, args: argparse.Namespace) -> None:
+    """Run ``--explore`` on each target; a shrunk failure joins the report's results."""
+    from .explore import explore
+
+    notes = report.options.setdefault("notes", [])
+    for target in args.targets or []:
+        try:
+            found = explore(target, examples=args.explore, backend=args.backend,
+                            device=args.device, dtypes=args.dtypes,
+                            capabilities=args.capabilities, seed=args.seed)
+        except (ValueError, TypeError, ImportError) as exc:
+            raise UsageError(str(exc)) from None
+        if found.result is not None:
+            found.result.implementation = next(
+                (i.name for i in report.implementations if i.name == target), target)
+            report.results.append(found.result)
+            notes.append(f"{target}: --explore found a failing configuration in "
+                         f"{found.examples} tries: {found.result.case_id}")
+        else:
+            notes.append(f"{target}: --explore found no failure in {found.examples} random "
+                         "configurations")
 
 
 def _list(args: argparse.Namespace) -> int:
     from .catalog import RULE_GROUPS, catalog, select
     from .rules import RULES
 
+    if args.features:
+        from .features import BEHAVIOURS, FEATURES, OPT_IN
+
+        for name, text in FEATURES.items():
+            kind = ("behaviour (always graded)" if name in BEHAVIOURS
+                    else "opt-in" if name in OPT_IN else "capability")
+            print(f"{name:<20} {kind:<26} {text}")
+        return 0
     cases = list(select(catalog(full=args.full), args.select))
     if args.adapters:
         from .adapters import builtin_adapters
@@ -249,6 +302,38 @@ def _report(args: argparse.Namespace) -> int:
     print(summary(merged))
     _write_outputs(merged, args)
     return merged.exit_code
+
+
+def _repro(args: argparse.Namespace) -> int:
+    import json
+
+    from .repro import find_case, reproducer, run_case
+
+    params = None
+    if args.params is not None:
+        try:
+            params = json.loads(args.params)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"--params: not JSON ({exc})") from None
+        if not isinstance(params, dict):
+            raise UsageError(f"--params: expected a JSON object, got {args.params!r}")
+    try:
+        case = find_case(args.case_id, seed=args.seed, op=args.op, params=params)
+        if args.run:
+            return run_case(case, args.target, backend=args.backend, device=args.device,
+                            capabilities=args.capabilities)
+    except (ValueError, TypeError, ImportError) as exc:
+        raise UsageError(str(exc)) from None
+    script = reproducer(case, args.target, backend=args.backend, device=args.device,
+                        capabilities=args.capabilities)
+    if args.output is not None:
+        from .atomic import write_text
+
+        write_text(args.output, script)
+        print(f"wrote {args.output}")
+    else:
+        print(script, end="")
+    return 0
 
 
 def _export(args: argparse.Namespace) -> int:

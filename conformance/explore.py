@@ -1,5 +1,12 @@
 """Exploration mode (``attnspec check TARGET --explore N``): random configurations drawn by
-Hypothesis, the first failure shrunk to a minimal case, and a reproducer script printed.
+Hypothesis, the first failure shrunk to a minimal case, and its reproducer.
+
+Only what the implementation declares is drawn: an option it does not declare is never
+passed, shapes it does not declare (grouped-query heads, Lq != Lk, Dv != Dk, batch dims)
+are not drawn, nor combinations its ``exclusive`` constraints rule out. The shrunk failure
+is a :class:`~attnspec.conformance.results.CaseResult` that goes into the report (JSON,
+Markdown, HTML) and sets its verdict, with the ``attnspec repro`` command that prints its
+reproducer script.
 
 Runs in-process, so a crash of the implementation ends the exploration (the isolated
 ``check`` run before it has already recorded the catalog's outcomes).
@@ -8,13 +15,16 @@ Runs in-process, so a crash of the implementation ends the exploration (the isol
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 from .cases import Case
 from .catalog import _slug, required_features
+from .results import CaseResult, Outcome
 
-__all__ = ["explore", "reproducer"]
+__all__ = ["Exploration", "explore", "rules_of"]
 
 _OPTION_RULES = (
     ("mask", "ATT-MASK-1"), ("bias", "ATT-BIAS-1"), ("softcap", "ATT-SOFTCAP-1"),
@@ -22,7 +32,8 @@ _OPTION_RULES = (
 )
 
 
-def _rules(params: dict[str, Any]) -> tuple[str, ...]:
+def rules_of(params: dict[str, Any]) -> tuple[str, ...]:
+    """The rules a drawn configuration tests: the score rule, and one per option."""
     rules = ["ATT-SCORE-1"]
     if params["hq"] != params["hkv"]:
         rules.append("ATT-GQA-1")
@@ -33,38 +44,50 @@ def _rules(params: dict[str, Any]) -> tuple[str, ...]:
     return tuple(rules)
 
 
-def _strategy(dtypes: list[str]) -> Any:
+def _strategy(dtypes: list[str], features: frozenset[str]) -> Any:
     from hypothesis import strategies as st
+
+    def allowed(name: str) -> bool:
+        return name in features
 
     @st.composite
     def params(draw: Any) -> tuple[dict[str, Any], str]:
-        batch = draw(st.sampled_from([[], [1], [2], [2, 1]]))
+        batches = [[1], [2]] + ([[]] if allowed("batch0") else []) + (
+            [[2, 1]] if allowed("batch2") else [])
+        batch = draw(st.sampled_from(batches))
         hkv = draw(st.sampled_from([1, 2]))
+        group = draw(st.sampled_from([1, 2, 4] if allowed("gqa") else [1]))
         lq = draw(st.integers(1, 12))
-        lk = draw(st.integers(1, 20))
+        lk = draw(st.integers(1, 20)) if allowed("lq_ne_lk") else lq
         dk = draw(st.sampled_from([1, 3, 8, 16]))
-        p: dict[str, Any] = {"batch": batch, "hq": hkv * draw(st.sampled_from([1, 2, 4])),
-                             "hkv": hkv, "lq": lq, "lk": lk, "dk": dk,
-                             "dv": draw(st.sampled_from([dk, 5]))}
+        dv = draw(st.sampled_from([dk, 5])) if allowed("dv_ne_dk") else dk
+        p: dict[str, Any] = {"batch": batch, "hq": hkv * group, "hkv": hkv, "lq": lq,
+                             "lk": lk, "dk": dk, "dv": dv}
         optional = {
-            "mask": st.sampled_from(["dense", "sparse", "empty_rows"]),
-            "bias": st.sampled_from(["random", "neg_inf"]),
-            "causal": st.just(True),
-            "alignment": st.sampled_from(["upper_left", "lower_right"]),
-            "window": st.tuples(st.one_of(st.none(), st.integers(0, 4)),
-                                st.one_of(st.none(), st.integers(0, 4))).map(list),
-            "kv_lengths": st.lists(st.integers(0, lk), min_size=1, max_size=1),
-            "q_lengths": st.lists(st.integers(0, lq), min_size=1, max_size=1),
-            "softcap": st.sampled_from([2.0, 30.0]),
-            "scale": st.sampled_from([0.05, 2.0]),
-            "magnitude": st.sampled_from([10.0, 1e3]),
+            "mask": ("mask", st.sampled_from(["dense", "sparse", "empty_rows"])),
+            "bias": ("bias", st.sampled_from(["random", "neg_inf"] if allowed("bias_neg_inf")
+                                             else ["random"])),
+            "causal": ("causal", st.just(True)),
+            "window": ("window", st.tuples(st.one_of(st.none(), st.integers(0, 4)),
+                                           st.one_of(st.none(), st.integers(0, 4))).map(list)),
+            "kv_lengths": ("kv_lengths", st.lists(st.integers(0, lk), min_size=1, max_size=1)),
+            "q_lengths": ("q_lengths", st.lists(st.integers(0, lq), min_size=1, max_size=1)),
+            "softcap": ("softcap", st.sampled_from([2.0, 30.0])),
+            "scale": ("scale", st.sampled_from([0.05, 2.0])),
         }
-        for name, values in optional.items():
-            if draw(st.booleans()):
+        for name, (feature, values) in optional.items():
+            if allowed(feature) and draw(st.booleans()):
                 value = draw(values)
                 if name in ("kv_lengths", "q_lengths"):
                     value = value * max(1, _size(batch))
                 p[name] = value
+        if allowed("causal_lower_right") and draw(st.booleans()):
+            # lower-right alignment: causal, a window, or both around the shifted diagonal
+            p["alignment"] = "lower_right"
+            if "window" not in p or draw(st.booleans()):
+                p["causal"] = True
+        if draw(st.booleans()):
+            p["magnitude"] = draw(st.sampled_from([10.0, 1e3]))
         return p, draw(st.sampled_from(dtypes))
 
     return params()
@@ -77,75 +100,88 @@ def _size(batch: list[int]) -> int:
     return n
 
 
-def _case(params: dict[str, Any], dtype: str) -> Case:
-    return Case(id=f"explore/{_slug(params)}/{dtype}", op="attention", rules=_rules(params),
+def _case(params: dict[str, Any], dtype: str, seed: int = 0) -> Case:
+    return Case(id=f"explore/{_slug(params)}/{dtype}", op="attention", rules=rules_of(params),
                 dtype=dtype, params=params,
-                features=required_features("attention", params, dtype))
+                features=required_features("attention", params, dtype), base_seed=seed)
 
 
-def _failure(adapter: Any, case: Case) -> str | None:
-    """Why the implementation fails the case, or ``None`` when it passes."""
-    from .results import Outcome
+def _declared(adapter: Any, case: Case) -> bool:
+    """Whether the drawn case is one the implementation takes (its declared features,
+    dtypes and ``exclusive`` constraints)."""
+    return adapter.not_applicable(case) is None
+
+
+def _verdict(adapter: Any, case: Case) -> Any:
     from .runner import handle, judge, prepare
 
     prepared = prepare(case)
     if prepared.error:
-        return prepared.error
-    verdict = judge(case, handle(adapter, ("run", case, prepared.inputs)), prepared)
-    return None if verdict.outcome is Outcome.PASS else f"{verdict.outcome.value}: " \
-        f"{verdict.message}"
+        return None
+    return judge(case, handle(adapter, ("run", case, prepared.inputs)), prepared)
 
 
-def reproducer(target: str, backend: str, case: Case) -> str:
-    """A standalone script that rebuilds ``case`` and shows the failure."""
-    return f'''# attnspec reproducer: {target} on {backend} fails {case.id}
-# rules: {", ".join(case.rules)}
-from attnspec.conformance.adapters import resolve
-from attnspec.conformance.cases import Case, make_inputs
-from attnspec.conformance.catalog import required_features
-from attnspec.conformance.golden import golden, naive
-from attnspec.conformance.tolerance import grade
+@dataclass
+class Exploration:
+    """What ``--explore`` found: the number of configurations tried and the shrunk failure
+    (``None`` when there was none)."""
 
-params = {dict(case.params)!r}
-dtype = {case.dtype!r}
-case = Case(id={case.id!r}, op="attention", rules={case.rules!r}, dtype=dtype,
-            params=params, features=required_features("attention", params, dtype))
-inputs = make_inputs(case)
-adapter = resolve({target!r}, backend={backend!r})
-result = adapter.run(case, inputs)
-print(grade(case, result.outputs, result.dtypes, golden(case, inputs), naive(case, inputs)))
-'''
+    examples: int
+    result: CaseResult | None
+    script: str = ""
 
 
 def explore(target: str, *, examples: int = 100, backend: str = "numpy",
             device: str | None = None, dtypes: Iterable[str] | None = None,
-            stream: TextIO | None = None) -> int:
-    """Search for a failing configuration of ``target``; 0 when none was found, else 1."""
+            capabilities: Any = None, seed: int = 0, stream: TextIO | None = None
+            ) -> Exploration:
+    """Search for a failing configuration of ``target`` among what it declares."""
     from hypothesis import HealthCheck, find, settings
     from hypothesis.errors import NoSuchExample
 
     from .adapters import resolve
+    from .repro import command, reproducer
 
     stream = stream or sys.stdout
-    adapter = resolve(target, backend=backend, device=device)
+    adapter = resolve(target, backend=backend, device=device, capabilities=capabilities)
     allowed = [d for d in adapter.dtypes() if not dtypes or d in set(dtypes)]
-    if not allowed:
-        print(f"explore {target}: no dtype to explore on {backend}", file=stream)
-        return 0
+    if not allowed or "attention" not in adapter.ops:
+        print(f"explore {target}: nothing to explore (no attention in a dtype it declares "
+              f"on {backend})", file=stream)
+        return Exploration(0, None)
+    features = frozenset(adapter.features)
 
     def fails(drawn: tuple[dict[str, Any], str]) -> bool:
-        case = _case(*drawn)
-        return adapter.not_applicable(case) is None and _failure(adapter, case) is not None
+        case = _case(*drawn, seed=seed)
+        if not _declared(adapter, case):
+            return False
+        verdict = _verdict(adapter, case)
+        return verdict is not None and verdict.outcome is not Outcome.PASS
 
     try:
-        params, dtype = find(_strategy(allowed), fails, settings=settings(
+        params, dtype = find(_strategy(allowed, features), fails, settings=settings(
             max_examples=examples, database=None, deadline=None,
             suppress_health_check=list(HealthCheck)))
     except NoSuchExample:
         print(f"explore {target}: no failure in {examples} random configurations", file=stream)
-        return 0
-    case = _case(params, dtype)
+        return Exploration(examples, None)
+    case = _case(params, dtype, seed)
+    start = time.perf_counter()
+    verdict = _verdict(adapter, case)
+    seconds = time.perf_counter() - start
+    result = CaseResult(
+        case_id=case.id, rules=list(case.rules), implementation=str(adapter.name),
+        backend=str(adapter.backend_name), device="", dtype=case.dtype, op=case.op,
+        params=dict(case.params), outcome=verdict.outcome, seed=case.seed,
+        max_error=verdict.max_error, tolerance=verdict.tolerance, ratio=verdict.ratio,
+        message=f"found by --explore ({examples} configurations): {verdict.message}",
+        seconds=round(seconds, 6), errors=verdict.errors,
+        repro=command(case.id, target, backend=backend, device=device,
+                      capabilities=capabilities, seed=seed, op=case.op, params=case.params),
+    )
+    script = reproducer(case, target, backend=backend, device=device,
+                        capabilities=capabilities, message=verdict.message)
     print(f"explore {target}: minimal failing case {case.id}", file=stream)
-    print(f"  {_failure(adapter, case)}", file=stream)
-    print("reproducer:\n" + reproducer(target, backend, case), file=stream)
-    return 1
+    print(f"  {verdict.outcome.value}: {verdict.message}", file=stream)
+    print("reproducer:\n" + script, file=stream)
+    return Exploration(examples, result, script)

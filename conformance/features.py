@@ -1,9 +1,17 @@
 """Features: what a case needs from an implementation, and what an adapter declares.
 
-A case outside an adapter's declared features is "not applicable", never a failure. Features
-are deliberately fine-grained so that a framework's documented profile (JAX's mean-of-V
-fully masked rows, torch's NaN from masked NaN keys) is a missing feature, reported in the
-fingerprint, and not a failed rule.
+Three kinds, treated differently:
+
+* **Capabilities** (inputs, shapes, options, outputs, operations): what an implementation
+  accepts. A case needing a capability the adapter does not declare is "not applicable",
+  never a failure, and the option is never passed to it.
+* **Behaviours** (:data:`BEHAVIOURS`): what the spec requires of whatever an implementation
+  accepts (empty rows give 0, masked NaN does not leak, extreme logits do not overflow, bad
+  arguments raise TypeError/ValueError). They cannot be declared away: a case that needs one
+  is graded whenever its capabilities are declared. An implementation that knowingly does
+  otherwise declares a *deviation* (``adapters/deviations.py``): the case is then an expected
+  failure, shown as such, never hidden as "not applicable".
+* **Opt-in claims** (:data:`OPT_IN`): a backward pass, repeatability. Declared explicitly.
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ FEATURES: dict[str, str] = {
     # outputs
     "lse": "returns the log-sum-exp",
     "weights": "returns the attention weights",
-    # behaviours where frameworks differ (profiles)
+    # behaviours the spec requires (never declared away; see the module docstring)
     "empty_rows": "rows with nothing to attend give 0 (lse -inf)",
     "poison_scores": "NaN/inf at masked scores or bias do not leak",
     "poison_kv": "NaN/inf in K/V rows past kv_lengths do not leak",
@@ -51,7 +59,37 @@ FEATURES: dict[str, str] = {
 #: more than the forward computation (a backward pass, repeatability).
 OPT_IN = frozenset({"backward", "grad_bias", "deterministic"})
 
-#: Features that describe a behaviour rather than an input: the fingerprint observes them
-#: on every implementation, declared or not.
+#: Behaviours the spec requires of every implementation for the inputs it accepts: a case
+#: needing one is applicable whatever the adapter declares (a known deviation is declared
+#: as such, and the case becomes an expected failure). The fingerprint observes them too.
 BEHAVIOURS = frozenset({"empty_rows", "poison_scores", "poison_kv", "nonfinite", "extreme",
                         "arg_errors"})
+
+#: The call's keywords behind each option and output feature: an adapter passes a keyword
+#: only when the case needs its feature (so a callable is never handed an option it did not
+#: declare, not even at its default value).
+KEYWORDS: dict[str, tuple[str, ...]] = {
+    "scale": ("scale",), "softcap": ("softcap",), "mask": ("mask",), "bias": ("bias",),
+    "causal": ("causal",), "causal_lower_right": ("causal", "alignment"),
+    "window": ("window",), "kv_lengths": ("kv_lengths",), "q_lengths": ("q_lengths",),
+    "dropout": ("dropout_mask", "dropout_p"), "lse": ("return_lse",),
+    "weights": ("return_weights",),
+}
+
+#: Features a declared constraint (``exclusive``) may name: the options of a call.
+OPTIONS = frozenset({"scale", "softcap", "mask", "bias", "causal", "causal_lower_right",
+                     "window", "kv_lengths", "q_lengths", "dropout"})
+
+#: Features that describe the shape of the inputs rather than an option: what a "basic"
+#: case (one batch dim, Hq == Hkv, Lq == Lk, Dv == Dk, Lk > 0) needs none of.
+SHAPES = frozenset({"batch0", "batch2", "gqa", "dv_ne_dk", "lq_ne_lk", "empty_keys"})
+
+
+def violated(exclusive: tuple[frozenset[str], ...], needed: frozenset[str]) -> str | None:
+    """The first declared constraint (a set of options at most one of which a call may
+    use) that a case needing ``needed`` breaks, as ``"mask and bias"``; ``None`` if none."""
+    for group in exclusive:
+        used = sorted(group & needed)
+        if len(used) > 1:
+            return " and ".join(used)
+    return None

@@ -41,6 +41,7 @@ h1 { margin-bottom: 0.2em; } h2 { margin-top: 1.8em; border-bottom: 1px solid #d
 .verdict { display: inline-block; padding: 0.3em 0.8em; border-radius: 6px; color: #fff;
            font-weight: 600; }
 .passed { background: #2da44e; } .failed { background: #cf222e; }
+.insufficient { background: #9a6700; } .warn { color: #9a6700; } .bad { color: #cf222e; }
 table { border-collapse: collapse; margin: 0.5em 0; }
 th, td { border: 1px solid #d0d7de; padding: 0.25em 0.6em; text-align: left;
          vertical-align: top; }
@@ -75,12 +76,12 @@ def to_html(report: Report) -> str:
     str
         The page; it loads nothing (no script, no stylesheet, no font, no image URL).
     """
-    ok = report.exit_code == 0
+    state = {0: "passed", 1: "failed"}.get(report.exit_code, "insufficient")
     parts = [
         "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
         "<title>attnspec conformance report</title>", f"<style>{_CSS}</style>", "</head>",
         "<body>", "<h1>attnspec conformance</h1>",
-        f'<p><span class="verdict {"passed" if ok else "failed"}">'
+        f'<p><span class="verdict {state}">'
         f"{_e(views.verdict(report))}</span></p>",
         _environment(report),
         "<h2>Outcomes</h2>", _counts(report),
@@ -94,6 +95,7 @@ def to_html(report: Report) -> str:
         "Marker shape is the dtype; a red ring marks a failed case; points at the top had "
         "no finite error.</p>",
         _error_svg(report),
+        _coverage(report), _deviations(report),
         _failures(report), _gradients(report), _determinism(report), _fingerprints(report),
         _stale(report),
         "</body>", "</html>", "",
@@ -320,6 +322,55 @@ def _error_svg(report: Report) -> str:
 
 # -- tables -----------------------------------------------------------------------------------
 
+def _coverage(report: Report) -> str:
+    coverages = report.coverage()
+    if not coverages:
+        return ""
+    rows = ["<tr><th>implementation</th><th>cases graded</th><th>claimed rules tested</th>"
+            "<th>not graded (causes)</th><th>coverage</th></tr>"]
+    details = []
+    for name, cov in coverages.items():
+        causes = "<br>".join(f"{_e(c)} ({n})" for c, n in cov.causes[:8])
+        state = "sufficient" if cov.sufficient else '<strong class="warn">insufficient</strong>'
+        untested = ", ".join(cov.gaps)
+        tested = f"{len(cov.tested)} of {len(cov.claimed)}" + (
+            f'<br><span class="note">not tested: {_e(untested)}</span>' if untested else "")
+        rows.append(f"<tr><td><code>{_e(name)}</code></td>"
+                    f'<td class="num">{cov.graded} of {cov.cases}</td><td>{tested}</td>'
+                    f"<td>{causes}</td><td>{state}</td></tr>")
+        if not cov.sufficient:
+            gaps = "".join(f"<li><code>{_e(rule)}</code>: {_e(why)}</li>"
+                           for rule, why in cov.gaps.items())
+            details.append(f"<p><code>{_e(name)}</code>: insufficient coverage: "
+                           f"{_e(cov.problem())}</p>" + (f"<ul>{gaps}</ul>" if gaps else ""))
+    return ("<h2>Coverage</h2>\n<p class=\"note\">A verdict needs a graded case for every rule "
+            "an implementation claims (by what it declares) and enough graded cases.</p>\n"
+            "<table>\n" + "\n".join(rows) + "\n</table>\n" + "\n".join(details))
+
+
+def _deviations(report: Report) -> str:
+    found = views.deviation_rows(report)
+    if not found:
+        return ""
+    rows = ["<tr><th>implementation</th><th>deviation</th><th>cases</th>"
+            "<th>expected failures</th><th>evidence</th></tr>"]
+    for row in found:
+        evidence = []
+        if row.fingerprint:
+            evidence.append(f"fingerprint <code>{_e(row.fingerprint)}</code>")
+        if row.issue:
+            evidence.append(_e(row.issue))
+        count = str(row.xfail) + (f' <strong class="bad">({row.xpass} passed: out of '
+                                  f"date)</strong>" if row.xpass else "")
+        rows.append(f"<tr><td><code>{_e(row.implementation)}</code></td>"
+                    f'<td class="msg">{_e(row.reason)}</td><td>{_e(row.selection)}</td>'
+                    f'<td class="num">{count}</td><td>{"<br>".join(evidence)}</td></tr>')
+    return ("<h2>Declared deviations</h2>\n<p class=\"note\">Where an implementation "
+            "knowingly differs from the spec: its cases are graded and expected to fail "
+            "(xfail); one that passes fails the run.</p>\n<table>\n" + "\n".join(rows)
+            + "\n</table>")
+
+
 def _failures(report: Report) -> str:
     failed = views.failures(report)
     if not failed:
@@ -329,7 +380,9 @@ def _failures(report: Report) -> str:
     for r in failed[:MAX_FAILURES]:
         rows.append(
             f"<tr><td><code>{_e(r.case_id)}</code></td><td><code>{_e(r.implementation)}"
-            f'</code></td><td>{_e(r.outcome.value)}</td><td class="msg">{_e(r.message)}</td>'
+            f'</code></td><td>{_e(r.outcome.value)}</td><td class="msg">{_e(r.message)}'
+            + (f'<br><span class="note">reproduce:</span> <code>{_e(r.repro)}</code>'
+               if r.repro else "") + "</td>"
             f'<td class="num">{_e(views.fmt(r.max_error))}</td>'
             f'<td class="num">{_e(views.fmt(r.tolerance))}</td>'
             f'<td class="num">{_e(views.fmt(r.ratio))}</td></tr>')
@@ -348,12 +401,12 @@ def _gradients(report: Report) -> str:
     head = "".join(f"<th>{_e(name)}</th>" for name in views.GRADIENTS)
     lines = [f"<tr><th>implementation</th><th>dtype</th><th>passed</th>{head}</tr>"]
     for row in rows:
-        colour = ' style="color:#cf222e"' if row.passed < row.applicable else ""
+        colour = ' style="color:#cf222e"' if row.bad else ""
         cells = "".join(f'<td class="num">{_e(views.fraction(row.worst.get(name)))}</td>'
                         for name in views.GRADIENTS)
         lines.append(f"<tr><td><code>{_e(row.implementation)}</code></td>"
                      f"<td>{_e(row.dtype)}</td><td class=\"num\"{colour}>"
-                     f"{row.passed}/{row.applicable}</td>{cells}</tr>")
+                     f"{_e(row.count)}</td>{cells}</tr>")
     return ("<h2>Gradients</h2>\n<p class=\"note\">Worst error / tolerance of each gradient "
             "against the float64 golden (1 = at the bound; ∞ = a non-finite or missing "
             "value).</p>\n<table>\n" + "\n".join(lines) + "\n</table>")

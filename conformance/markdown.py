@@ -76,7 +76,8 @@ def to_markdown(report: Report) -> str:
     names = views.implementations(report)
     info = {i.name: i for i in report.implementations}
     counts = report.counts()
-    lines = [f"## attnspec conformance: {'❌' if report.exit_code else '✅'} "
+    mark = {0: "✅", 1: "❌"}.get(report.exit_code, "⚠️")
+    lines = [f"## attnspec conformance: {mark} "
              f"{_cell(views.verdict(report))}", ""]
 
     # -- counts per implementation --------------------------------------------------------
@@ -114,13 +115,49 @@ def to_markdown(report: Report) -> str:
                   "⚠️ xfail or xpass (worst outcome over the rule's cases)", ""]
         lines += [*_table(header, rows, ":---:"), ""]
 
+    # -- coverage and deviations ------------------------------------------------------------
+    coverages = report.coverage()
+    if coverages:
+        rows = []
+        for name, cov in coverages.items():
+            verdict = "✅ sufficient" if cov.sufficient else "⚠️ **insufficient**"
+            causes = ", ".join(f"{_cell(c)} ({n})" for c, n in cov.causes[:5])
+            rows.append([_code(name), f"{cov.graded} of {cov.cases}",
+                         f"{len(cov.tested)} of {len(cov.claimed)}", causes, verdict])
+        lines += ["### Coverage", "",
+                  "A verdict needs a graded case for every rule an implementation claims (by "
+                  "what it declares) and enough graded cases.", ""]
+        lines += [*_table(["implementation", "cases graded", "claimed rules tested",
+                           "not graded (most frequent causes)", "coverage"], rows), ""]
+        for name, cov in coverages.items():
+            if cov.sufficient:
+                continue
+            lines += [f"**{_code(name, table=False)}: insufficient coverage.** "
+                      f"{_cell(cov.problem(), MAX_MESSAGE * 2)}", ""]
+            lines += [f"- {_cell(rule)}: {_cell(why, MAX_MESSAGE)}"
+                      for rule, why in cov.gaps.items()]
+            lines.append("")
+    deviations = views.deviation_rows(report)
+    if deviations:
+        rows = [[_code(row.implementation), _cell(row.reason, MAX_MESSAGE),
+                 _cell(row.selection), f"{row.xfail}" + (f" (❌ {row.xpass} passed)"
+                                                         if row.xpass else ""),
+                 " ".join(_cell(e) for e in (row.fingerprint, row.issue) if e)]
+                for row in deviations]
+        lines += ["### Declared deviations", "",
+                  "Where an implementation knowingly differs from the spec: its cases are "
+                  "graded and expected to fail (⚠️ xfail); one that passes fails the run.", ""]
+        lines += [*_table(["implementation", "deviation", "cases", "expected failures",
+                           "evidence"], rows), ""]
+
     # -- failures ---------------------------------------------------------------------------
     failed = views.failures(report)
     if failed:
         lines += [f"### Failures ({len(failed)})", ""]
         rows = [[_code(r.case_id), _code(r.implementation), _cell(r.outcome.value),
-                 _cell(r.message, MAX_MESSAGE), views.fmt(r.max_error), views.fmt(r.tolerance),
-                 views.fmt(r.ratio)]
+                 _cell(r.message, MAX_MESSAGE)
+                 + (f" reproduce: {_code(r.repro)}" if r.repro else ""),
+                 views.fmt(r.max_error), views.fmt(r.tolerance), views.fmt(r.ratio)]
                 for r in failed[:MAX_FAILURES]]
         lines += _table(["case", "implementation", "outcome", "message", "error", "tolerance",
                          "ratio"], rows)
@@ -135,8 +172,7 @@ def to_markdown(report: Report) -> str:
                   "Worst error / tolerance of each gradient against the float64 golden "
                   "(1 = at the bound; ∞ = a non-finite or missing value).", ""]
         rows = [[_code(row.implementation), _cell(row.dtype),
-                 f"{row.passed}/{row.applicable}" + (" ❌" if row.passed < row.applicable
-                                                     else ""),
+                 _cell(row.count) + (" ❌" if row.bad else ""),
                  *(views.fraction(row.worst.get(name)) for name in views.GRADIENTS)]
                 for row in grads]
         lines += [*_table(["implementation", "dtype", "passed", *views.GRADIENTS], rows), ""]

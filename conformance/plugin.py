@@ -1,5 +1,11 @@
 """pytest plugin (entry point ``pytest11``): ``pytest --attnspec-impl mypkg.attn:fwd`` turns
-every conformance case into a test item, so a third party's CI needs no glue code."""
+every conformance case into a test item, so a third party's CI needs no glue code.
+
+Each implementation also gets a last item, ``coverage``, that fails when the cases graded
+do not support a verdict (``attnspec.conformance.coverage``: a graded case for every rule it
+claims, and enough cases); a declared deviation is a strict expected failure (its case
+passing fails the session), as is an entry of ``--attnspec-xfail-file``.
+"""
 
 from __future__ import annotations
 
@@ -24,33 +30,71 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 class AttnspecItem(pytest.Item):
     """One conformance case for one implementation."""
 
-    def __init__(self, *, adapter, case, xfail_reason=None, **kwargs) -> None:
+    def __init__(self, *, adapter, case, results, xfail_reason=None, **kwargs) -> None:
         super().__init__(**kwargs)
         self.adapter = adapter
         self.case = case
+        self.results = results
         self.xfail_reason = xfail_reason
         self.add_marker(pytest.mark.attnspec)
 
     def runtest(self) -> None:
-        from .results import Outcome
+        from .results import CaseResult, Outcome
         from .runner import handle, judge, prepare
 
-        reason = self.adapter.not_applicable(self.case)
+        case = self.case
+        result = CaseResult(case.id, list(case.rules), self.adapter.name, "", "", case.dtype,
+                            case.op, dict(case.params), Outcome.NOT_APPLICABLE, case.seed)
+        self.results.append(result)
+        reason = self.adapter.not_applicable(case)
         if reason:
+            result.message, result.missing = reason, self.adapter.missing(case)
             pytest.skip(f"{self.adapter.name}: not applicable: {reason}")
-        if self.xfail_reason:
-            self.add_marker(pytest.mark.xfail(reason=self.xfail_reason, strict=False))
-        prepared = prepare(self.case)
+        deviation = next((d for d in getattr(self.adapter, "deviations", ())
+                          if d.matches(case)), None)
+        if deviation is not None:
+            self.add_marker(pytest.mark.xfail(
+                reason=f"declared deviation: {deviation.note()}", strict=True))
+        elif self.xfail_reason:
+            self.add_marker(pytest.mark.xfail(reason=self.xfail_reason, strict=True))
+        prepared = prepare(case)
         if prepared.error:
             pytest.fail(prepared.error, pytrace=False)
-        reply = handle(self.adapter, ("run", self.case, prepared.inputs))
-        verdict = judge(self.case, reply, prepared)
+        reply = handle(self.adapter, ("run", case, prepared.inputs))
+        verdict = judge(case, reply, prepared)
+        result.outcome, result.not_graded = verdict.outcome, dict(verdict.not_graded)
         if verdict.outcome is not Outcome.PASS:
-            pytest.fail(f"{self.case.id} [{', '.join(self.case.rules)}] "
+            pytest.fail(f"{case.id} [{', '.join(case.rules)}] "
                         f"{verdict.outcome.value}: {verdict.message}", pytrace=False)
 
     def reportinfo(self):
         return self.path, None, f"{self.adapter.name}::{self.case.id}"
+
+
+class AttnspecCoverageItem(pytest.Item):
+    """The last item of an implementation: its coverage suffices for a verdict."""
+
+    def __init__(self, *, adapter, results, partial=False, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.adapter = adapter
+        self.results = results
+        self.partial = partial
+
+    def runtest(self) -> None:
+        from .coverage import coverage
+        from .results import ImplementationInfo
+        from .runner import declaration
+
+        info = ImplementationInfo(self.adapter.name, str(self.adapter.backend_name), "",
+                                  features=sorted(self.adapter.features),
+                                  **declaration(self.adapter))
+        cov = coverage(info, list(self.results), partial=self.partial)
+        if not cov.sufficient:
+            pytest.fail(f"{self.adapter.name}: INSUFFICIENT COVERAGE: {cov.problem()}",
+                        pytrace=False)
+
+    def reportinfo(self):
+        return self.path, None, f"{self.adapter.name}::coverage"
 
 
 class AttnspecCollector(pytest.Collector):
@@ -70,14 +114,21 @@ class AttnspecCollector(pytest.Collector):
         cases = list(select(catalog(full=config.getoption("--attnspec-full")),
                             config.getoption("--attnspec-select")))
         xfails = _xfails(config)
+        results: list = []
         for case in cases:
             item = AttnspecItem.from_parent(
-                self, name=case.id, adapter=adapter, case=case,
+                self, name=case.id, adapter=adapter, case=case, results=results,
                 xfail_reason=_xfail_reason(xfails, adapter.name, case.id),
             )
             if reason:
                 item.add_marker(pytest.mark.skip(reason=f"{adapter.name}: {reason}"))
             yield item
+        item = AttnspecCoverageItem.from_parent(
+            self, name="coverage", adapter=adapter, results=results,
+            partial=bool(config.getoption("--attnspec-select")))
+        if reason:
+            item.add_marker(pytest.mark.skip(reason=f"{adapter.name}: {reason}"))
+        yield item
 
 
 def _xfails(config: pytest.Config) -> list:

@@ -17,11 +17,13 @@ from typing import Any
 
 import attnspec
 
+from .coverage import INSUFFICIENT, Coverage, report_coverage
 from .results import CaseResult, ImplementationInfo, Outcome
 
-__all__ = ["COMPLETE", "INTERRUPTED", "SCHEMA_VERSION", "Report", "environment"]
+__all__ = ["COMPLETE", "INTERRUPTED", "SCHEMA_VERSION", "Report", "environment",
+           "rule_outcome"]
 
-SCHEMA_VERSION = "1.2"
+SCHEMA_VERSION = "1.3"
 
 #: ``Report.status`` values: every planned case ran, or the run was interrupted (Ctrl-C) and
 #: the report holds the results gathered until then.
@@ -44,6 +46,20 @@ def environment() -> dict[str, Any]:
         "processor": platform.processor(),
         "libraries": libraries,
     }
+
+
+def _verdict_text(report: Report) -> str:
+    from .views import verdict  # views renders reports; imported here, not at load
+
+    return verdict(report)
+
+
+def rule_outcome(result: CaseResult, rule: str) -> Outcome:
+    """What ``result`` shows about ``rule``: its outcome, or not applicable when the result
+    is no evidence for the rule (``result.not_graded``: an lse rule without an lse)."""
+    if rule in (result.not_graded or {}) and result.outcome.ok:
+        return Outcome.NOT_APPLICABLE
+    return result.outcome
 
 
 @dataclass
@@ -73,9 +89,34 @@ class Report:
 
     @property
     def exit_code(self) -> int:
-        """0 when every applicable case passed (xfails allowed), 1 otherwise (a partial,
-        interrupted report never passes)."""
-        return 1 if self.failed or self.interrupted else 0
+        """0 when every applicable case passed (expected failures allowed) and every
+        implementation's coverage suffices (:mod:`.coverage`); 1 when a case failed (or an
+        expected failure passed), and for a partial, interrupted report; 3
+        (``coverage.INSUFFICIENT``) when nothing failed but the evidence is too thin for a
+        verdict."""
+        if self.failed or self.interrupted:
+            return 1
+        return INSUFFICIENT if self.insufficient() else 0
+
+    def coverage(self) -> dict[str, Coverage]:
+        """Implementation name -> its coverage, for every implementation that could run."""
+        names = [i.name for i in self.implementations]
+        names += [n for n in dict.fromkeys(r.implementation for r in self.results)
+                  if n not in names]
+        options = self.options if isinstance(self.options, dict) else {}
+        partial = bool(options.get("select") or options.get("dtypes"))
+        return report_coverage(self.implementations, self.results, names, partial=partial)
+
+    def insufficient(self) -> list[str]:
+        """Why the evidence does not support a verdict, one line per implementation (and one
+        when no implementation could be graded at all); empty when it does."""
+        found = self.coverage()
+        if not found:
+            unavailable = [i.name for i in self.implementations if i.unavailable]
+            why = (f" ({', '.join(unavailable)} unavailable here)" if unavailable else "")
+            return [f"no implementation was graded{why}"]
+        return [f"{name}: {cov.problem()}" for name, cov in found.items()
+                if not cov.sufficient]
 
     def counts(self) -> dict[str, Counter]:
         """Outcome counts per implementation."""
@@ -92,9 +133,10 @@ class Report:
         for r in self.results:
             row = matrix.setdefault(r.implementation, {})
             for rule in r.rules:
+                outcome = rule_outcome(r, rule)
                 current = row.get(rule)
-                if current is None or order.index(r.outcome) < order.index(current):
-                    row[rule] = r.outcome
+                if current is None or order.index(outcome) < order.index(current):
+                    row[rule] = outcome
         return matrix
 
     # -- JSON ---------------------------------------------------------------------------
@@ -110,6 +152,8 @@ class Report:
             "implementations": [asdict(i) for i in self.implementations],
             "results": [r.to_json() for r in self.results],
             "stale_xfails": self.stale_xfails,
+            "verdict": {"exit_code": self.exit_code, "text": _verdict_text(self)},
+            "coverage": [c.to_json() for c in self.coverage().values()],
         }
 
     @classmethod

@@ -17,13 +17,20 @@ class Outcome(str, Enum):
     TIMEOUT = "timeout"
     CRASH = "crash"  # the worker process died (segfault, abort, os._exit)
     NOT_APPLICABLE = "not-applicable"  # outside the implementation's declared features
-    XFAIL = "xfail"  # failed as an xfail entry says it would
-    XPASS = "xpass"  # an xfail entry's case passed
+    XFAIL = "xfail"  # failed as an expected failure (xfail entry, declared deviation) says
+    XPASS = "xpass"  # an expected failure's case passed: strict, it fails the run
 
     @property
     def ok(self) -> bool:
-        """Outcomes that do not fail a run."""
-        return self in (Outcome.PASS, Outcome.NOT_APPLICABLE, Outcome.XFAIL, Outcome.XPASS)
+        """Outcomes that do not fail a run. An unexpected pass (XPASS) does: the expected
+        failure it contradicts is out of date, and a report that keeps it says something
+        false about the implementation."""
+        return self in (Outcome.PASS, Outcome.NOT_APPLICABLE, Outcome.XFAIL)
+
+    @property
+    def graded(self) -> bool:
+        """The case was sent to the implementation and its answer judged."""
+        return self is not Outcome.NOT_APPLICABLE
 
 
 @dataclass
@@ -47,6 +54,14 @@ class CaseResult:
     #: ``{"error": ..., "tolerance": ..., "ratio": ...}`` on the scale of ``max_error``.
     #: Schema 1.2; empty where nothing was graded (and in older reports).
     errors: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    #: Rules of the case this result is no evidence for, with the reason (``"ATT-LSE-1":
+    #: "no lse returned"``): the matrix shows them as not applicable. Schema 1.3.
+    not_graded: dict[str, str] = field(default_factory=dict)
+    #: For a not-applicable case: the features it needs that the implementation does not
+    #: declare (coverage groups the reasons by them). Schema 1.3.
+    missing: list[str] = field(default_factory=list)
+    #: How to reproduce a failure: an ``attnspec repro`` command line. Schema 1.3.
+    repro: str = ""
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -76,3 +91,11 @@ class ImplementationInfo:
     features: list[str] = field(default_factory=list)
     fingerprint: dict[str, Any] = field(default_factory=dict)
     unavailable: str | None = None
+    #: What coverage is judged against (schema 1.3): the operations it implements, the
+    #: dtypes it supports here, the declared deviations (expected failures with their
+    #: evidence), the options it cannot combine, and the library under test.
+    ops: list[str] = field(default_factory=list)
+    dtypes: list[str] = field(default_factory=list)
+    deviations: list[dict[str, Any]] = field(default_factory=list)
+    exclusive: list[list[str]] = field(default_factory=list)
+    library: str = ""

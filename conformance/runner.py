@@ -53,6 +53,9 @@ import numpy as np
 
 from .adapters.base import InvalidOutput
 from .cases import Case, make_inputs
+from .claims import evidence
+from .deviations import Deviation, apply_deviations
+from .features import BEHAVIOURS
 from .limits import apply_memory_limit, format_size
 from .results import CaseResult, ImplementationInfo, Outcome
 from .rules import NO_MUTATION_RULE
@@ -211,6 +214,7 @@ def describe(adapter: Any, cases: Sequence[Case] | None) -> dict[str, Any]:
         "device": device_name(adapter) if unavailable is None else "",
         "description": str(adapter.description), "versions": versions,
         "features": sorted(adapter.features),
+        **declaration(adapter, dtypes=unavailable is None),
     }
     plan: dict[str, Any] = {}
     if unavailable is None:
@@ -220,6 +224,19 @@ def describe(adapter: Any, cases: Sequence[Case] | None) -> dict[str, Any]:
             except Exception as exc:
                 plan[case.id] = RaisedError.from_exception(exc)
     return {"info": info, "unavailable": unavailable, "plan": plan}
+
+
+def declaration(adapter: Any, *, dtypes: bool = True) -> dict[str, Any]:
+    """What coverage is judged against (``ImplementationInfo``'s schema-1.3 fields): ops,
+    dtypes supported here (``dtypes=False``: not asked, the backend is unavailable),
+    deviations, exclusive options, library."""
+    return {
+        "ops": sorted(getattr(adapter, "ops", ())),
+        "dtypes": list(adapter.dtypes()) if dtypes else [],
+        "deviations": [d.to_json() for d in getattr(adapter, "deviations", ())],
+        "exclusive": [sorted(group) for group in getattr(adapter, "exclusive", ())],
+        "library": str(getattr(adapter, "library", "") or ""),
+    }
 
 
 def device_name(adapter: Any) -> str:
@@ -343,9 +360,25 @@ def _flush_output() -> None:
         ctypes.CDLL(None).fflush(None)
 
 
+def enable_jax_x64(adapter: Any) -> str | None:
+    """Switch JAX to 64-bit floats when the adapter runs on JAX, so that its float64 cases
+    run in float64 (JAX's default keeps them float32). Only ever called in a worker
+    process, which belongs to the run: a user's own JAX configuration is never changed.
+    Returns why it could not (``None`` when done or not JAX)."""
+    try:
+        if adapter.backend.framework != "jax":
+            return None
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+    except Exception as exc:  # the adapter's float64 cases are then not applicable
+        return f"jax_enable_x64 could not be set: {RaisedError.from_exception(exc)}"
+    return None
+
+
 def _worker_main(conn: Any, spec: AdapterSpec, cases: list[Case] | None,
                  sys_path: list[str], output_path: str | None = None,
-                 memory_limit: int | None = None) -> None:
+                 memory_limit: int | None = None, jax_x64: bool = True) -> None:
     """The worker process: limit memory, capture output, create the adapter, describe it,
     then answer requests."""
     # Ctrl-C reaches the whole process group; the parent decides, and kills us.
@@ -364,6 +397,7 @@ def _worker_main(conn: Any, spec: AdapterSpec, cases: list[Case] | None,
         _flush_output()
         conn.send((kind, RaisedError.from_exception(exc)))
         return
+    x64_note = enable_jax_x64(adapter) if jax_x64 else None
     try:
         payload = describe(adapter, cases)
     except BaseException as exc:
@@ -371,6 +405,7 @@ def _worker_main(conn: Any, spec: AdapterSpec, cases: list[Case] | None,
         conn.send(("failed", RaisedError.from_exception(exc)))
         return
     payload["memory"] = memory_note
+    payload["x64"] = x64_note
     _flush_output()
     conn.send(("ready", payload))
     while True:
@@ -510,13 +545,18 @@ class WorkerProcess:
     capture : bool
         Send the worker's stdout/stderr to an :class:`OutputCapture` (default) instead of
         this process's.
+    jax_x64 : bool
+        Turn on ``jax_enable_x64`` in the worker when the implementation runs on JAX
+        (default), so that its float64 cases are graded in float64.
     """
 
     def __init__(self, spec: AdapterSpec, *, startup_timeout: float = STARTUP_TIMEOUT,
-                 memory_limit: int | None = None, capture: bool = True) -> None:
+                 memory_limit: int | None = None, capture: bool = True,
+                 jax_x64: bool = True) -> None:
         self.spec = spec
         self.startup_timeout = startup_timeout
         self.memory_limit = memory_limit
+        self.jax_x64 = jax_x64
         self._context = multiprocessing.get_context("spawn")
         self._process: Any = None
         self._conn: Any = None
@@ -544,7 +584,8 @@ class WorkerProcess:
         output_path = self._capture.path if self._capture is not None else None
         process = self._context.Process(
             target=_worker_main,
-            args=(child, self.spec, cases, list(sys.path), output_path, self.memory_limit),
+            args=(child, self.spec, cases, list(sys.path), output_path, self.memory_limit,
+                  self.jax_x64),
             # Not a daemon: an implementation may start processes of its own. The worker
             # ends on "stop", on kill(), or when the pipe closes because this process died.
             name=f"attnspec-worker[{self.spec.target or 'adapter'}]", daemon=False,
@@ -729,6 +770,8 @@ class Verdict:
     rules: tuple[str, ...] = ()
     #: Per-output errors (``tolerance.Grade.errors``).
     errors: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    #: Rules of the case the reply is no evidence for (``claims.evidence``).
+    not_graded: dict[str, str] = field(default_factory=dict)
 
 
 def judge(case: Case, reply: Reply, prepared: Prepared) -> Verdict:
@@ -741,7 +784,8 @@ def judge(case: Case, reply: Reply, prepared: Prepared) -> Verdict:
         if verdict.outcome is not Outcome.PASS and verdict.message:
             message += f"; and {verdict.message}"
         return Verdict(Outcome.FAIL, message, verdict.max_error, verdict.tolerance,
-                       verdict.ratio, rules=(NO_MUTATION_RULE,), errors=verdict.errors)
+                       verdict.ratio, rules=(NO_MUTATION_RULE,), errors=verdict.errors,
+                       not_graded=verdict.not_graded)
     return verdict
 
 
@@ -774,10 +818,12 @@ def _judge(case: Case, reply: Reply, prepared: Prepared) -> Verdict:
     except Exception as exc:
         return Verdict(Outcome.ERROR, f"internal error of attnspec while grading: "
                                       f"{RaisedError.from_exception(exc)}")
+    graded = set(output.outputs) & set(prepared.golden or {})
     return Verdict(Outcome.PASS if g.passed else Outcome.FAIL, g.message,
                    _finite(g.max_error), _finite(g.tolerance), _finite(g.ratio),
                    errors={name: {k: _finite(v) for k, v in numbers.items()}
-                           for name, numbers in g.errors.items()})
+                           for name, numbers in g.errors.items()},
+                   not_graded=evidence(case.rules, graded))
 
 
 def _judge_repeats(case: Case, output: Any) -> Verdict:
@@ -848,6 +894,7 @@ def run_implementation(
     fingerprint: bool,
     emit: Callable[[CaseResult], None],
     skip: Callable[[int], None] = lambda n: None,
+    deviations: Sequence[Deviation] = (),
 ) -> ImplementationRun:
     """Run ``cases`` through ``worker`` (a :class:`WorkerProcess` or
     :class:`InProcessWorker`), calling ``emit`` with each result as it is known.
@@ -856,7 +903,9 @@ def run_implementation(
     carry, and its backend); the worker fills in the rest.
 
     ``skip(n)`` is called when the implementation turns out unavailable (its ``n`` cases
-    will not be emitted). :class:`WorkerStartError` with ``unpickle=True`` propagates (the
+    will not be emitted). ``deviations`` (the adapter's declared deviations, which hold
+    conditions that do not cross to the worker) turn the cases they cover into expected
+    failures, or unexpected passes. :class:`WorkerStartError` with ``unpickle=True`` propagates (the
     caller may fall back to running in-process); every other failure becomes outcomes.
     """
     info = known
@@ -870,8 +919,12 @@ def run_implementation(
             params=dict(case.params), outcome=verdict.outcome, seed=case.seed,
             max_error=verdict.max_error, tolerance=verdict.tolerance, ratio=verdict.ratio,
             message=verdict.message + output_note(output), seconds=round(seconds, 6),
-            errors=verdict.errors,
+            errors=verdict.errors, not_graded=dict(verdict.not_graded),
         )
+        if result.outcome is Outcome.NOT_APPLICABLE:
+            result.missing = sorted(case.features - set(info.features) - BEHAVIOURS)
+        else:
+            apply_deviations(result, case, deviations)
         results.append(result)
         emit(result)
 
@@ -894,6 +947,8 @@ def run_implementation(
         notes = []
         if payload.get("memory"):
             notes.append(f"memory limit {format_size(limit)} {payload['memory']}")
+        if payload.get("x64"):
+            notes.append(payload["x64"])
         if payload.get("output"):
             notes.append(f"the worker printed while starting {payload['output']}")
         plan = payload["plan"]

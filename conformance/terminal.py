@@ -233,24 +233,28 @@ def summary(report: Report, *, max_failures: int = 20, color: bool = False) -> s
                 message = message[:199] + "…"
             lines.append(f"  {outcome} {clean(r.case_id)} ({clean(r.implementation)}){numbers}"
                          + (f": {message}" if message else ""))
+            if r.repro:
+                lines.append(f"      reproduce: {clean(r.repro)}")
         if len(failed) > max_failures:
             lines.append(f"  ... and {len(failed) - max_failures} more")
 
     grads = views.gradient_rows(report)
     if grads:
         impl_w = max(len(clean(row.implementation)) for row in grads)
+        width = max(6, *(len(r.count) for r in grads))
         lines += ["", "Gradients (worst error / tolerance against the float64 golden; "
-                      "1 = at the bound):",
-                  "  " + "implementation".ljust(impl_w) + "  dtype     passed  "
+                      "1 = at the bound; x = expected failures):",
+                  "  " + "implementation".ljust(impl_w) + "  dtype     "
+                  + "passed".ljust(width) + "  "
                   + "".join(f"{name:>7}" for name in views.GRADIENTS)]
         for row in grads:
             cells = "".join(f"{views.fraction(row.worst.get(name)):>7}"
                             for name in views.GRADIENTS)
-            count = f"{row.passed}/{row.applicable}"
-            if color and row.passed < row.applicable:
-                count = _paint(count.ljust(6), _RED, color)
+            count = row.count
+            if color and row.bad:
+                count = _paint(count.ljust(width), _RED, color)
             else:
-                count = count.ljust(6)
+                count = count.ljust(width)
             lines.append(f"  {clean(row.implementation).ljust(impl_w)}  {row.dtype:<8}  "
                          f"{count}  {cells}")
     determinism = views.determinism_rows(report)
@@ -263,6 +267,31 @@ def summary(report: Report, *, max_failures: int = 20, color: bool = False) -> s
             if row.status == "not deterministic":
                 text = _paint(text, _RED, color) + f": {_cut(clean(row.message), 200)}"
             lines.append(f"  {clean(row.implementation)}: {text}")
+
+    coverages = report.coverage()
+    if coverages:
+        width = max(len(clean(n)) for n in coverages)
+        lines += ["", "Coverage (a verdict needs a graded case for every rule an implementation "
+                      "claims, and enough cases):"]
+        for name, cov in coverages.items():
+            lines.append(f"  {clean(name).ljust(width)}  {clean(views.coverage_line(cov))}")
+            if not cov.sufficient:
+                text = _paint("INSUFFICIENT COVERAGE", _YELLOW + _BOLD, color)
+                lines.append(f"  {' ' * width}  {text}: {_cut(clean(cov.problem()), 600)}")
+                for rule, why in list(cov.gaps.items())[:6]:
+                    lines.append(f"  {' ' * width}    {rule}: {_cut(clean(why), 200)}")
+
+    deviations = views.deviation_rows(report)
+    if deviations:
+        lines += ["", "Declared deviations (graded; expected failures, x; one that passes fails "
+                      "the run):"]
+        for row in deviations:
+            counts = (f"{row.xfail} x" if row.xfail or row.xpass
+                      else "no such case in this run")
+            counts += f", {row.xpass} passed (out of date)" if row.xpass else ""
+            evidence = "".join(f" [{clean(e)}]" for e in (row.fingerprint, row.issue) if e)
+            lines.append(f"  {clean(row.implementation)}: {_cut(clean(row.reason), 160)} "
+                         f"({clean(row.selection)}; {counts}){evidence}")
 
     if report.stale_xfails:
         lines += ["", "Stale xfail entries (matched no case):"]

@@ -9,13 +9,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from .report import Report
+from .coverage import Coverage
+from .report import Report, rule_outcome
 from .results import CaseResult, Outcome
 from .rules import RULES, RUNNER_RULES
 
-__all__ = ["GRADIENTS", "OUTCOMES", "DeterminismRow", "GradientRow", "cell_counts",
-           "determinism_rows", "failures", "fingerprint_keys", "fmt", "fraction",
-           "gradient_rows",
+__all__ = ["GRADIENTS", "OUTCOMES", "DeterminismRow", "DeviationRow", "GradientRow",
+           "cell_counts", "coverage_line", "determinism_rows", "deviation_rows", "failures",
+           "fingerprint_keys", "fmt", "fraction", "gradient_rows",
            "implementations", "magnitude", "one_line", "plain", "rules", "verdict"]
 
 # Terminal escape sequences: CSI (colours, cursor moves, clear screen), OSC (window titles,
@@ -74,7 +75,7 @@ def cell_counts(report: Report) -> dict[tuple[str, str], Counter]:
     cells: dict[tuple[str, str], Counter] = {}
     for r in report.results:
         for rule in r.rules:
-            cells.setdefault((r.implementation, rule), Counter())[r.outcome] += 1
+            cells.setdefault((r.implementation, rule), Counter())[rule_outcome(r, rule)] += 1
     return cells
 
 
@@ -85,20 +86,31 @@ def failures(report: Report) -> list[CaseResult]:
 
 
 def verdict(report: Report) -> str:
-    """One line: passed or failed (or interrupted), with the numbers behind it."""
+    """One line: passed, failed, insufficient coverage (or interrupted), with the numbers
+    behind it."""
     total = len(report.results)
     ran = sum(r.outcome is not Outcome.NOT_APPLICABLE for r in report.results)
     bad = len(report.failed)
     impls = len(implementations(report))
+    expected = sum(r.outcome is Outcome.XFAIL for r in report.results)
     if report.interrupted:
         return (f"INTERRUPTED: partial report, the run did not finish ({total} results, "
                 f"{bad} of {ran} applicable cases failed)")
     if bad:
         failing = len({r.implementation for r in report.failed})
-        return (f"FAILED: {bad} of {ran} applicable cases failed "
+        xpass = sum(r.outcome is Outcome.XPASS for r in report.failed)
+        also = f", {xpass} of them expected failures that passed" if xpass else ""
+        return (f"FAILED: {bad} of {ran} applicable cases failed{also} "
                 f"({failing} of {impls} implementation{'s' * (impls != 1)})")
-    return (f"PASSED: {ran} applicable cases conform ({total} cases, {impls} "
-            f"implementation{'s' * (impls != 1)})")
+    thin = report.insufficient()
+    if thin:
+        first = thin[0] if len(thin) == 1 else f"{thin[0]} (and {len(thin) - 1} more)"
+        return f"INSUFFICIENT COVERAGE: too little was graded to pass: {first}"
+    xfails = (f", {expected} more fail as their declared deviations say (expected failures)"
+              if expected else "")
+    return (f"PASSED: {ran - expected} graded cases conform{xfails}; every claimed rule has "
+            f"graded evidence ({total} results, {impls} implementation"
+            f"{'s' * (impls != 1)})")
 
 
 def fingerprint_keys(report: Report) -> list[str]:
@@ -141,11 +153,23 @@ class GradientRow:
 
     implementation: str
     dtype: str
-    passed: int = 0  # pass or xpass
+    passed: int = 0  # pass
     applicable: int = 0
+    expected: int = 0  # expected failures (declared deviations, xfail entries)
     #: gradient output -> worst error / tolerance over the cases that graded it (1 = at the
     #: bound); a failure that had no finite error counts as inf
     worst: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def bad(self) -> bool:
+        """Some case failed beyond what was expected."""
+        return self.passed + self.expected < self.applicable
+
+    @property
+    def count(self) -> str:
+        """``"6/12"``, with the expected failures: ``"6/12 +6 x"``."""
+        return f"{self.passed}/{self.applicable}" + (f" +{self.expected} x" if self.expected
+                                                     else "")
 
 
 def _is_gradient_case(result: CaseResult) -> bool:
@@ -168,8 +192,10 @@ def gradient_rows(report: Report) -> list[GradientRow]:
         row = rows.setdefault((r.implementation, r.dtype), GradientRow(r.implementation,
                                                                        r.dtype))
         row.applicable += 1
-        if r.outcome in (Outcome.PASS, Outcome.XPASS):
+        if r.outcome is Outcome.PASS:
             row.passed += 1
+        elif r.outcome is Outcome.XFAIL:
+            row.expected += 1
         for name in GRADIENTS:
             numbers = (r.errors or {}).get(name)
             if not isinstance(numbers, dict):
@@ -216,7 +242,7 @@ def determinism_rows(report: Report) -> list[DeterminismRow]:
         ran = [r for r in results if r.outcome is not Outcome.NOT_APPLICABLE]
         if not declared.get(name, bool(ran)):
             continue
-        passed = [r for r in ran if r.outcome in (Outcome.PASS, Outcome.XPASS)]
+        passed = [r for r in ran if r.outcome in (Outcome.PASS, Outcome.XFAIL)]
         bad = [r for r in ran if r not in passed]
         if not ran:
             rows.append(DeterminismRow(name, 0, 0, "not applicable", results[0].message))
@@ -237,3 +263,53 @@ def fraction(value: float | None) -> str:
     if not math.isfinite(value):
         return "∞"
     return f"{value:.2f}"
+
+
+# -- coverage and deviations ------------------------------------------------------------------
+
+def coverage_line(cov: Coverage, *, causes: int = 4) -> str:
+    """One implementation's coverage in one line: cases graded, claimed rules tested, the
+    most frequent reasons cases were not graded."""
+    text = (f"{cov.graded} of {cov.cases} cases graded; {len(cov.tested)} of "
+            f"{len(cov.claimed)} claimed rules tested")
+    if cov.causes:
+        shown = ", ".join(f"{cause} ({n})" for cause, n in cov.causes[:causes])
+        more = len(cov.causes) - causes
+        text += f"; not graded: {shown}" + (f", {more} more causes" if more > 0 else "")
+    return text
+
+
+@dataclass
+class DeviationRow:
+    """A declared deviation of one implementation and what the run made of it."""
+
+    implementation: str
+    reason: str
+    selection: str
+    fingerprint: str = ""
+    issue: str = ""
+    xfail: int = 0  # cases it covered that failed as expected
+    xpass: int = 0  # cases it covered that passed: out of date
+
+
+def deviation_rows(report: Report) -> list[DeviationRow]:
+    """Every declared deviation, in report order, with its expected failures counted (a
+    result is counted under the deviation its message names)."""
+    rows = []
+    for info in report.implementations:
+        mine = [r for r in report.results if r.implementation == info.name]
+        for d in info.deviations or []:
+            if not isinstance(d, dict):
+                continue
+            reason = str(d.get("reason", ""))
+            row = DeviationRow(info.name, reason, str(d.get("selection", "")),
+                               str(d.get("fingerprint", "") or ""),
+                               str(d.get("issue", "") or ""))
+            for r in mine:
+                if reason and reason in r.message:
+                    if r.outcome is Outcome.XFAIL:
+                        row.xfail += 1
+                    elif r.outcome is Outcome.XPASS:
+                        row.xpass += 1
+            rows.append(row)
+    return rows

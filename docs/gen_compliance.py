@@ -1,9 +1,12 @@
 """Generate docs/compliance.md: the compliance matrix of the built-in implementations.
 
 Runs ``attnspec check --json`` (the default catalog, every built-in implementation available
-here) and renders the JSON report as a Markdown page: a rules x implementations matrix (the
-worst outcome over each rule's cases), per-implementation counts, the behaviour fingerprint
-and the failures, with the machine and library versions of the run.
+here) and renders the JSON report as a Markdown page: the verdict, a rules x implementations
+matrix (the worst outcome over each rule's cases; a case counts toward a rule only through
+what the rule is about), the declared deviations (the frameworks' differences from the
+spec, graded as expected failures) with their evidence and how to reproduce them, each
+implementation's coverage, per-implementation counts, the behaviour fingerprint and the
+failures, with the machine and library versions of the run.
 
     python docs/gen_compliance.py                          # run the suite, write the page
     python docs/gen_compliance.py --json report.json       # ... and keep the JSON report
@@ -80,8 +83,11 @@ def render(report: dict[str, Any], command: str, spec_order: list[str] | None = 
         for rule in r["rules"]:
             key = (rule, r["implementation"])
             previous = worst.get(key, "not-applicable")
-            if SEVERITY.index(r["outcome"]) < SEVERITY.index(previous):
-                worst[key] = r["outcome"]
+            outcome = r["outcome"]
+            if rule in (r.get("not_graded") or {}) and outcome in ("pass", "xfail"):
+                outcome = "not-applicable"  # no evidence for this rule (no lse returned...)
+            if SEVERITY.index(outcome) < SEVERITY.index(previous):
+                worst[key] = outcome
     env = report.get("environment", {})
     libraries = ", ".join(f"{k} {v}" for k, v in sorted(env.get("libraries", {}).items()))
     lines = [
@@ -97,11 +103,18 @@ def render(report: dict[str, Any], command: str, spec_order: list[str] | None = 
         f"Machine: Python {env.get('python', '?')} on {env.get('platform', '?')}"
         f" ({env.get('machine', '?')}). Libraries: {libraries or 'not recorded'}.",
         "",
+    ]
+    verdict = report.get("verdict")
+    if isinstance(verdict, dict) and verdict.get("text"):
+        lines += [f"Verdict (exit status {verdict.get('exit_code')}): "
+                  f"**{_escape(str(verdict['text']))}**", ""]
+    lines += [
         "## Rules x implementations",
         "",
         "Each cell is the worst outcome over the rule's cases: ✓ pass, ✗ fail, E error, "
-        "T timeout, C crash, – not applicable (outside what the implementation declares), "
-        "x expected failure, X unexpected pass.",
+        "T timeout, C crash, – not applicable (outside what the implementation declares, or "
+        "no output the rule is about came back), x expected failure (a declared deviation, "
+        "below), X unexpected pass.",
         "",
     ]
     short = {n: f"`{n}`" for n in names}
@@ -111,6 +124,8 @@ def render(report: dict[str, Any], command: str, spec_order: list[str] | None = 
         cells = [SYMBOL[worst.get((rule, n), "not-applicable")] for n in names]
         anchor = f"[{rule}](spec.md)"
         lines.append(f"| {anchor} | " + " | ".join(cells) + " |")
+    lines += _deviations(impls, results)
+    lines += _coverage(report.get("coverage") or [])
     lines += ["", "## Counts", "",
               "| implementation | pass | fail | error | timeout | crash | n/a | xfail | xpass |",
               "|---|---|---|---|---|---|---|---|---|"]
@@ -144,6 +159,56 @@ def render(report: dict[str, Any], command: str, spec_order: list[str] | None = 
     else:
         lines.append("None: every applicable case passed.")
     return "\n".join(lines) + "\n"
+
+
+def _deviations(impls: list[dict[str, Any]], results: list[dict[str, Any]]) -> list[str]:
+    """The declared deviations: what each framework does instead of the spec, the evidence,
+    how many cases fail as declared, and the command that reproduces one of them."""
+    rows = []
+    for info in impls:
+        for d in info.get("deviations") or []:
+            reason = str(d.get("reason", ""))
+            mine = [r for r in results if r["implementation"] == info["name"]
+                    and reason and reason in r.get("message", "")]
+            expected = [r for r in mine if r["outcome"] == "xfail"]
+            evidence = []
+            if d.get("fingerprint"):
+                evidence.append(f"fingerprint `{d['fingerprint']}`")
+            if d.get("issue"):
+                evidence.append(str(d["issue"]))
+            example = next((r for r in expected if r.get("repro")), None)
+            reproduce = f"`{example['repro']}`" if example else ""
+            count = str(len(expected)) if expected else "0 (no such case in this run)"
+            rows.append(f"| `{info['name']}` | {_escape(reason)} | "
+                        f"{_escape(str(d.get('selection', '')))} | {count} | "
+                        f"{'; '.join(evidence)} | {_escape(reproduce)} |")
+    if not rows:
+        return []
+    return ["", "## Deviations from the spec", "",
+            "Where a framework knowingly differs from the spec. Its adapter declares every "
+            "feature it accepts, so these cases are graded, and each deviation is an expected "
+            "failure (x in the matrix) with its evidence; a deviation that stops failing is an "
+            "unexpected pass and fails the run.", "",
+            "| implementation | what it does instead | cases | expected failures | evidence "
+            "| reproduce one |", "|---|---|---|---|---|---|", *rows]
+
+
+def _coverage(coverage: list[dict[str, Any]]) -> list[str]:
+    if not coverage:
+        return []
+    lines = ["", "## Coverage", "",
+             "What each verdict rests on: the cases graded (of those of the operations the "
+             "implementation implements), the rules it claims by what it declares and how many "
+             "of them have graded evidence, and the most frequent reasons a case was not "
+             "graded.", "",
+             "| implementation | cases graded | claimed rules tested | not graded (most "
+             "frequent causes) |", "|---|---|---|---|"]
+    for c in coverage:
+        causes = ", ".join(f"{_escape(str(cause))} ({n})" for cause, n in
+                           (c.get("causes") or [])[:4])
+        lines.append(f"| `{c['implementation']}` | {c['graded']} of {c['cases']} | "
+                     f"{len(c.get('tested', {}))} of {len(c.get('claimed', []))} | {causes} |")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,7 @@ The planted bug: ``causal=True`` always masks ``j > i`` (upper-left alignment), 
 the caller asks for ``alignment="lower_right"``, where the last query sits on the last key
 and query ``i`` may attend to ``j <= i + Lk - Lq`` (spec rule ATT-CAUSAL-2). With ``Lq ==
 Lk`` the two alignments agree, which is why a test suite of square problems never notices.
-(The check finds a second bug, one that was not planted: see the walk-through.)
+(The check finds two more bugs, which were not planted: see the walk-through.)
 
     python -m attnspec.conformance.cli check examples.buggy_kernel:attention
 
@@ -63,6 +63,6 @@ def masked_softmax_matmul(xp: Any, scores: Any, keep: Any, mask: Any, value: Any
 
 CAPABILITIES = {
     "features": ["batch0", "batch2", "gqa", "dv_ne_dk", "lq_ne_lk", "scale", "mask", "causal",
-                 "causal_lower_right", "empty_rows", "extreme"],
+                 "causal_lower_right"],
 }
 attention.attnspec_capabilities = CAPABILITIES  # type: ignore[attr-defined]

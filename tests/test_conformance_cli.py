@@ -3,8 +3,11 @@ computed elsewhere, exploration, and the pytest plugin."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +21,7 @@ from attnspec.conformance.catalog import catalog, select
 from attnspec.conformance.cli import main
 from attnspec.conformance.export import case_filename
 from attnspec.conformance.report import Report
+from attnspec.conformance.results import Outcome
 from attnspec.conformance.rules import RULES
 from attnspec.conformance.schema import validate
 
@@ -131,26 +135,61 @@ def test_report_merges_runs(tmp_path):
 
 
 def test_explore_shrinks_a_failure_and_prints_a_reproducer(capsys):
-    """ATT-WINDOW-1: exploration finds the off-by-one window, and the printed reproducer runs
-    and shows the failing grade."""
+    """ATT-WINDOW-1: exploration finds the off-by-one window; the printed reproducer script
+    and the result's `attnspec repro` command both run it and show the failure."""
     from attnspec.conformance.explore import explore
 
-    status = explore("broken_impls:window_off_by_one", examples=300)
+    found = explore("broken_impls:window_off_by_one", examples=300)
     out = capsys.readouterr().out
-    assert status == 1, out
+    assert found.result is not None, out
+    assert found.result.outcome is Outcome.FAIL
+    assert "ATT-WINDOW-1" in found.result.rules
+    assert found.result.params.get("window") is not None
     script = out.split("reproducer:\n", 1)[1]
-    assert "window" in script
+    assert script.rstrip() == found.script.rstrip()
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                             env=ENV, timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert "passed=False" in result.stdout
+    assert result.returncode == 1, result.stderr
+    assert "FAIL: out" in result.stdout
+    assert "call: broken_impls:window_off_by_one(" in result.stdout
+    command = shlex.split(found.result.repro)
+    assert command[:3] == ["attnspec", "repro", found.result.case_id]
+    rerun = subprocess.run([*command, "--run"], capture_output=True, text=True, env=ENV,
+                           timeout=120)
+    assert rerun.returncode == 1, rerun.stderr
+    assert "FAIL: out" in rerun.stdout
+
+
+def test_explore_draws_only_what_is_declared():
+    """A callable declaring mask and scale only is never passed another option, nor grouped
+    heads or Lq != Lk: it raises on anything else, and exploration finds nothing."""
+    from attnspec.conformance.explore import explore
+
+    found = explore("runner_impls:strict_mask_scale", examples=60, stream=io.StringIO())
+    assert found.result is None
 
 
 def test_explore_finds_nothing_wrong_with_attnspec(capsys):
     from attnspec.conformance.explore import explore
 
-    assert explore("attnspec[numpy]", examples=25) == 0
+    found = explore("attnspec[numpy]", examples=25)
+    assert found.result is None
     assert "no failure in 25" in capsys.readouterr().out
+
+
+def test_explore_result_goes_into_the_report_and_sets_the_verdict(tmp_path, capsys):
+    path = tmp_path / "r.json"
+    status = main(["check", "broken_impls:window_off_by_one", "--select", "lse/*",
+                   "--explore", "300", "--no-fingerprint", "--color", "never",
+                   "--json", str(path)])
+    assert status == 1
+    data = json.loads(path.read_text())
+    [found] = [r for r in data["results"] if r["case_id"].startswith("explore/")]
+    assert found["outcome"] == "fail"
+    assert "found by --explore" in found["message"]
+    assert found["repro"].startswith("attnspec repro ")
+    assert data["verdict"]["exit_code"] == 1
+    assert "explore/" in capsys.readouterr().out
 
 
 def test_pytest_plugin_turns_cases_into_items(tmp_path):
@@ -182,3 +221,26 @@ def test_exported_inputs_match_the_catalog(tmp_path):
     case = next(iter(select(catalog(), ["causal-lower-right/*"])))
     with np.load(tmp_path / "cases" / case_filename(case.id)) as data:
         np.testing.assert_array_equal(data["input/query"], make_inputs(case)["query"])
+
+
+def test_list_features_says_which_are_always_graded(capsys):
+    assert main(["list", "--features"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^extreme\s+behaviour \(always graded\)", out, re.M)
+    assert re.search(r"^mask\s+capability", out, re.M)
+    assert re.search(r"^backward\s+opt-in", out, re.M)
+
+
+def test_repro_prints_a_script_and_refuses_an_unknown_case(tmp_path, capsys):
+    case = "score/b2.h4x2.q6.k9.d3/float32"
+    assert main(["repro", case, "broken_impls:wrong_scale", "-o", str(tmp_path / "r.py")]) == 0
+    script = (tmp_path / "r.py").read_text()
+    assert f"id={case!r}" in script
+    result = subprocess.run([sys.executable, str(tmp_path / "r.py")], capture_output=True,
+                            text=True, env=ENV, timeout=120)
+    assert result.returncode == 1, result.stderr
+    assert "FAIL: out: max error" in result.stdout
+    assert main(["repro", case, "broken_impls:correct", "--run"]) == 0
+    assert "PASS" in capsys.readouterr().out
+    assert main(["repro", "no/such/float32", "broken_impls:correct"]) == 2
+    assert "no case 'no/such/float32' in the catalog" in capsys.readouterr().err

@@ -243,7 +243,6 @@ def test_fingerprint_is_time_limited(monkeypatch):
 @pytest.mark.parametrize(("kwargs", "error", "fragment"), [
     ({"timeout": 0}, ValueError, "timeout"),
     ({"dtypes": ["float8"]}, ValueError, "float8"),
-    ({"select": ["no-such-case/*"]}, ValueError, "no case left"),
     ({"targets": [42]}, TypeError, "targets"),
     ({"targets": ["attnspec[numpy]", "attnspec[numpy]"]}, ValueError, "twice"),
     ({"seed": 1.5}, TypeError, "seed"),
@@ -253,6 +252,20 @@ def test_argument_errors(kwargs, error, fragment):
     kwargs = {"targets": ["attnspec[numpy]"], "select": [LATER], **kwargs}
     with pytest.raises(error, match=fragment):
         run(isolate=False, fingerprint=False, **kwargs)
+
+
+def test_a_selection_of_no_case_is_never_green():
+    """A --select (or dtypes) that matches nothing is not a usage error but a run without
+    results, whose verdict is insufficient coverage (exit status 3), with a note why."""
+    report = run(["attnspec[numpy]"], select=["no-such-case/*"], isolate=False,
+                 fingerprint=False)
+    assert report.results == []
+    assert report.exit_code == 3
+    assert any("no case of the catalog matches" in n for n in report.options["notes"])
+    from attnspec.conformance.views import verdict
+
+    assert verdict(report).startswith("INSUFFICIENT COVERAGE")
+    assert "no case was graded" in verdict(report)
 
 
 def test_import_is_cheap():
@@ -304,7 +317,9 @@ def test_xfail_xpass_and_stale(tmp_path, suffix, text):
     assert "raises on head dim 3" in results[TRIGGER].message
     assert "RuntimeError: boom" in results[TRIGGER].message
     assert results[LATER].outcome is Outcome.XPASS
-    assert report.exit_code == 0  # xfail and xpass do not fail a run
+    # strict: an expected failure that passes fails the run (the entry is out of date)
+    assert report.exit_code == 1
+    assert report.failed == [results[LATER]]
     assert len(report.stale_xfails) == 2
     assert "nothing-like-this/*" in report.stale_xfails[0]
     assert "someone-else::score/*" in report.stale_xfails[1]

@@ -17,6 +17,8 @@ import numpy as np
 from attnspec.backends import Backend, get
 
 from ..cases import Case
+from ..deviations import Deviation
+from ..features import BEHAVIOURS, violated
 
 __all__ = ["Adapter", "AdapterOutput", "InvalidOutput", "dtype_name", "has_autodiff",
            "on_host"]
@@ -96,6 +98,16 @@ class Adapter:
         is not applicable.
     description : str
         One line for reports.
+    deviations : tuple of Deviation
+        Where the implementation knowingly differs from the spec (``deviations.py``): the
+        cases they cover are expected failures, not "not applicable".
+    exclusive : tuple of frozenset of str
+        Options at most one of each set of which a call may use (``{"mask", "bias"}``: the
+        implementation takes a mask or a bias, not both); a case using more is not
+        applicable.
+    library : str
+        The distribution (or top-level module) of the implementation under test, whose
+        version the report records.
     """
 
     name: str = "adapter"
@@ -105,6 +117,9 @@ class Adapter:
     description: str = ""
     #: dtypes the implementation supports at most (the backend may support fewer).
     supported_dtypes: tuple[str, ...] = ("float64", "float32", "float16", "bfloat16")
+    deviations: tuple[Deviation, ...] = ()
+    exclusive: tuple[frozenset[str], ...] = ()
+    library: str = ""
 
     # -- availability -------------------------------------------------------------------
 
@@ -130,15 +145,26 @@ class Adapter:
         if case.op not in self.ops:
             return f"does not implement {case.op}"
         if case.dtype not in self.dtypes():
+            if case.dtype not in self.supported_dtypes:
+                return f"does not declare dtype {case.dtype}"
             return f"no {case.dtype} on {self.backend_name}"
-        missing = sorted(case.features - self.features)
+        missing = self.missing(case)
         if missing:
             return "does not declare " + ", ".join(missing)
+        combined = violated(self.exclusive, case.features)
+        if combined:
+            return f"cannot combine {combined} (declared constraint)"
         if ("backward" in case.features and type(self).backward is Adapter.backward
                 and not has_autodiff(self.backend_name)):
             return (f"declares backward, but {self.backend_name} has no autodiff and the "
                     "adapter no backward of its own")
         return None
+
+    def missing(self, case: Case) -> list[str]:
+        """The features ``case`` needs that the adapter does not declare; behaviours are
+        never missing (``features.BEHAVIOURS``: the spec requires them of every input an
+        implementation accepts)."""
+        return sorted(case.features - self.features - BEHAVIOURS)
 
     # -- running ------------------------------------------------------------------------
 

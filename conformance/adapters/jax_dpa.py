@@ -13,31 +13,38 @@ Translation (measured with JAX 0.10.2 on CPU):
   ``local_window_size`` (anchored at ``i == j``, i.e. upper-left), an unbounded side given
   as ``Lk + Lq`` (no key is that far away);
 * ``kv_lengths`` -> ``key_value_seq_lengths`` (int32); GQA, ``scale`` natively;
-* ``lse`` from ``return_residual=True`` (shape ``(B, T, N)``, swapped to ``(B, N, T)``),
-  for float32 inputs only: for float16/bfloat16 inputs JAX returns the residual in the input
-  dtype, where the spec (ATT-DTYPE-2) wants float32, so the adapter returns ``out`` alone
-  there rather than fail every half-precision case on the lse dtype.
+``float64`` runs with ``jax_enable_x64`` on (the conformance workers switch it on).
 
-Not declared, with the reason:
+Not declared (inputs and outputs JAX's function does not take), with the reason:
 
-* float64: the softmax runs in float32 whatever the input (error ~1e-8 on float64 input,
-  a million times the spec's float64 tolerance), so only float32/float16/bfloat16 are
-  declared;
 * float16 on CPU: under ``jax.jit`` the float16 score product raises ``ValueError: The
   precision 'F16_F16_F32' is not supported by dot_general on CPU`` (eager dispatch runs
-  it), so jax-cpu declares float32 and bfloat16 only;
+  it), so jax-cpu declares float64, float32 and bfloat16;
 * ``dv_ne_dk``: a value head dim different from the key's raises ``ValueError``;
 * ``causal_lower_right``: no lower-right option (``is_causal`` and ``local_window_size``
   anchor at ``i == j`` even when ``T != S``);
-* ``empty_rows``: masked logits are set to ``-0.7 * float32 max``, a finite number, so a
-  fully masked row attends uniformly to every key (out = mean of all V rows, lse ~ -2.4e38);
-  a row whose bias is all ``-inf`` gives NaN;
-* ``q_lengths``: padding rows do give out 0, but their lse is finite, not ``-inf``, and
-  every such row is an empty row anyway;
-* ``poison_kv``: NaN/inf in V rows past the KV length reach the output (0 * NaN in P @ V);
-* ``arg_errors``: mixed q/k/v dtypes raise ``ValueError`` (the spec, ATT-DTYPE-1, says
-  ``TypeError``); shape errors do raise ``ValueError``;
 * ``softcap``, ``dropout``, ``weights``: no such arguments / outputs.
+
+Deviations (graded, and expected to fail: ``deviations`` below, shown as ``x``):
+
+* float64: the softmax runs in float32 whatever the input (error ~1e-7, a float32 error,
+  where the spec's float64 tolerance is ~1e-15);
+* ATT-EMPTY-1: masked logits are set to ``-0.7 * float32 max``, a finite number, so a row
+  masked entirely by ``mask``, a window or ``kv_lengths = 0`` attends uniformly to every
+  key (out = mean of all V rows, lse ~ -2.4e38; fingerprint ``fully_masked_row=mean_v``); a
+  row whose bias is all ``-inf`` gives NaN;
+* ATT-LEN-2: query padding rows (``q_lengths``) do give out 0, but their lse is finite
+  (-2.4e38), not ``-inf``;
+* ATT-LEAK-2: NaN/inf in V rows past the KV length reach the output (``0 * NaN`` in
+  ``P @ V``; fingerprint ``kv_padding_leak=nan``);
+* ATT-LEAK-1 through a bias: a NaN key under a ``-inf`` bias gives ``NaN + -inf = NaN`` (a
+  bool ``mask`` does not leak: JAX applies it with ``where``);
+* ATT-ARG-1: mixed q/k/v dtypes raise ``ValueError`` (the spec says ``TypeError``).
+
+The lse comes from ``return_residual=True`` (shape ``(B, T, N)``, swapped to ``(B, N, T)``)
+for float32 and float64 inputs; for float16/bfloat16 inputs JAX returns it in the input
+dtype, where the spec (ATT-DTYPE-2) wants float32, so the adapter returns ``out`` alone there
+(those cases are no evidence for ATT-LSE-1).
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ from typing import Any
 import attnspec
 
 from ..cases import Case
+from ..deviations import Deviation
 from ._native import NativeAdapter
 
 __all__ = ["JaxDotProductAttentionAdapter"]
@@ -72,13 +80,35 @@ class JaxDotProductAttentionAdapter(NativeAdapter):
     backends = ("jax-cpu", "jax-gpu")
     distributions = ("jax", "jaxlib")
     ops = frozenset({"attention"})
-    supported_dtypes = ("float32", "float16", "bfloat16")
+    supported_dtypes = ("float64", "float32", "float16", "bfloat16")
     features = frozenset({
         "batch0", "batch2", "gqa", "lq_ne_lk", "scale", "mask", "bias", "bias_neg_inf",
-        "causal", "window", "kv_lengths", "lse", "poison_scores", "nonfinite", "extreme",
-        "backward", "grad_bias",
+        "causal", "window", "kv_lengths", "q_lengths", "lse", "backward", "grad_bias",
     })
     deterministic_on = ("jax-cpu",)
+    deviations = (
+        Deviation("the softmax runs in float32 whatever the input: a float32 error (~1e-7) "
+                  "in every float64 output", dtypes=("float64",)),
+        Deviation("query padding rows (q_lengths) give out 0 but a finite lse (-2.4e38), "
+                  "not -inf", frozenset({"q_lengths"}), dtypes=("float32",)),
+        Deviation("a row with nothing to attend attends to every key: masked logits are "
+                  "-0.7 * float32 max, so out = mean of all V rows (NaN when the row is "
+                  "masked by a -inf bias)", frozenset({"empty_rows"}),
+                  fingerprint="fully_masked_row=mean_v",
+                  # query padding rows do give 0 (the q_lengths deviation is their lse)
+                  when=lambda case: case.params.get("q_lengths") is None,
+                  condition="rows emptied otherwise than by q_lengths"),
+        Deviation("NaN/inf in K/V rows past kv_lengths reach the output (0 * NaN in P @ V)",
+                  frozenset({"poison_kv"}), fingerprint="kv_padding_leak=nan"),
+        Deviation("a NaN key under a -inf bias gives NaN + -inf = NaN (a bool mask does not "
+                  "leak)", frozenset({"poison_scores"}),
+                  when=lambda case: case.params.get("mask") is None,
+                  condition="masked by the bias alone"),
+        Deviation("mixed q/k/v dtypes raise ValueError, not TypeError",
+                  frozenset({"arg_errors"}),
+                  when=lambda case: case.params.get("error") == "mixed_dtypes",
+                  condition="mixed dtypes"),
+    )
 
     def dtypes(self) -> tuple[str, ...]:
         found = super().dtypes()
@@ -127,7 +157,7 @@ class JaxDotProductAttentionAdapter(NativeAdapter):
         out, lse = _dot_product_attention()(
             tokens_first(q), tokens_first(k), tokens_first(v), **kwargs)
         out = attnspec.blhd_to_bhld(out).reshape(*batch, hq, lq, out.shape[-1])
-        if q.dtype != jnp.float32:
+        if q.dtype not in (jnp.float32, jnp.float64):
             return {"out": out}  # the residual is in the input dtype, not float32
         lse = jnp.swapaxes(lse, -1, -2).reshape(*batch, hq, lq)  # (n, T, N) -> (*batch, N, T)
         return {"out": out, "lse": lse}

@@ -14,17 +14,22 @@ Translation (measured with torch 2.13 on CPU):
 * GQA -> ``enable_gqa=True`` (query head h reads kv head h // (Hq // Hkv), as the spec);
 * ``scale`` -> ``scale``.
 
-Not declared, with the reason:
+Not declared (inputs and outputs torch's function does not take), with the reason:
 
 * ``lse``, ``weights``: the public function returns only the output;
 * ``softcap``, ``window``, ``kv_lengths``, ``q_lengths``: no such arguments (expressing them
   as a mask would grade the adapter, not torch);
-* ``dropout``: torch draws its own random dropout mask (``dropout_p``); no keep-mask argument;
-* ``poison_scores``: NaN in a key row excluded by the mask makes every output row NaN
-  (the masked score is NaN before masking);
-* ``poison_kv``: no ``kv_lengths``;
-* ``arg_errors``: invalid shapes and mixed dtypes raise ``RuntimeError``, not
-  ``TypeError``/``ValueError``.
+* ``dropout``: torch draws its own random dropout mask (``dropout_p``); no keep-mask argument.
+
+Deviations (graded, and expected to fail: ``deviations`` below, shown as ``x``):
+
+* ATT-LEAK-1: a NaN/inf key at a position masked by ``attn_mask`` (bool, or ``-inf`` in a
+  float mask) makes the scores NaN before the mask applies, so every query row of the
+  head is NaN (fingerprint ``masked_value_leak=nan``; pytorch/pytorch#101967);
+* ATT-ARG-1: invalid shapes and mixed dtypes raise ``RuntimeError``, not
+  ``TypeError``/``ValueError``;
+* ATT-NAN-1 in half precision: a ``+inf`` attended score gives 0 for its row in float16 and
+  bfloat16 (NaN in float32 and float64, as the spec; measured on the full catalog).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import warnings
 from typing import Any
 
 from ..cases import Case
+from ..deviations import Deviation
 from ._native import NativeAdapter
 
 __all__ = ["TorchSdpaAdapter"]
@@ -46,9 +52,22 @@ class TorchSdpaAdapter(NativeAdapter):
     ops = frozenset({"attention"})
     features = frozenset({
         "batch0", "batch2", "gqa", "dv_ne_dk", "lq_ne_lk", "empty_keys", "scale", "mask",
-        "bias", "bias_neg_inf", "causal", "causal_lower_right", "empty_rows", "nonfinite",
-        "extreme", "backward", "grad_bias",
+        "bias", "bias_neg_inf", "causal", "causal_lower_right", "backward", "grad_bias",
     })
+    deviations = (
+        Deviation("a NaN/inf key at a position masked by attn_mask (bool, or -inf in a float "
+                  "mask) makes the scores NaN before the mask applies: every query row of "
+                  "the head is NaN", frozenset({"poison_scores"}),
+                  fingerprint="masked_value_leak=nan",
+                  issue="https://github.com/pytorch/pytorch/issues/101967"),
+        Deviation("invalid shapes and mixed dtypes raise RuntimeError, not TypeError or "
+                  "ValueError", frozenset({"arg_errors"})),
+        Deviation("a +inf attended score gives out 0 for its row in float16 and bfloat16 "
+                  "(NaN in float32 and float64, as the spec)", frozenset({"nonfinite"}),
+                  dtypes=("float16", "bfloat16"),
+                  when=lambda case: case.params.get("poison") == "pos_inf",
+                  condition="a +inf score"),
+    )
     deterministic_on = ("torch-cpu",)
 
     def call(self, case: Case, args: dict[str, Any]) -> dict[str, Any]:

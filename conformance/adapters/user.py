@@ -7,7 +7,8 @@ arrays::
        alignment="upper_left", scale=None, softcap=None, kv_lengths=None, q_lengths=None,
        dropout_mask=None, dropout_p=0.0, return_lse=False, return_weights=False)
 
-Only the options a case uses are passed, so a function needs only the keywords of the
+Only the options a case uses are passed, and never at their default value (no
+``alignment="upper_left"``, no ``causal=False``), so a function needs only the keywords of the
 features it declares. Capabilities come from the ``capabilities`` argument of
 :func:`attnspec.conformance.adapters.resolve` (a dict or the path of a TOML file) or else
 from an ``attnspec_capabilities`` attribute on the callable (a dict, or a TOML path,
@@ -15,8 +16,23 @@ relative to the callable's module). Keys, all optional:
 
 ``features`` (list)
     Declared features (``attnspec.conformance.features.FEATURES``); default: all of them.
+    The behaviours (``empty_rows``, ``poison_scores``, ``poison_kv``, ``nonfinite``,
+    ``extreme``, ``arg_errors``) are required by the spec of every implementation, declared
+    or not: a known deviation from one goes under ``deviations``.
 ``exclude`` (list)
-    Features removed from ``features`` (handy with the default).
+    Features removed from ``features`` (handy with the default); not behaviours.
+``exclusive`` (list of lists)
+    Options the function cannot combine: ``[["mask", "bias"]]`` (a mask or a bias, not
+    both), ``[["causal", "mask"]]`` (causal or a mask), ``[["mask", "bias", "causal"]]`` (one
+    mask of any kind). A case using two options of one list is not applicable; the catalog
+    has cases of every rule that use one option at a time.
+``deviations`` (list of tables)
+    Known differences from the spec, each an expected failure with its reason (see
+    :mod:`attnspec.conformance.deviations`): ``[[deviations]] features = ["empty_rows"]
+    reason = "a fully masked row gives NaN" issue = "https://..."``.
+``library`` (str)
+    The distribution the function comes from (``"transformers"``, ``"keras"``): its
+    version goes in the report. Default: the callable's top-level package.
 ``ops`` (list)
     ``attention`` (default), ``mha`` (called with
     :func:`attnspec.multi_head_attention`'s signature), ``softmax``, ``log_softmax``,
@@ -31,11 +47,12 @@ relative to the callable's module). Keys, all optional:
     True = masked out (``drop``), or a float added to the scores, 0 / ``-inf`` in the
     input dtype (``additive``).
 ``returns`` (list)
-    The outputs the function gives, from ``out``, ``lse``, ``weights``; default ``["out"]``.
-    With ``lse``/``weights`` listed, the adapter passes ``return_lse=True`` /
-    ``return_weights=True`` and expects a tuple in attnspec's order ``(out, lse, weights)``
-    holding just those. ``lse`` and ``weights`` count as declared features exactly when
-    listed here.
+    The outputs the function gives, from ``out``, ``lse``, ``weights``. With ``lse`` /
+    ``weights`` listed, the adapter passes ``return_lse=True`` / ``return_weights=True`` and
+    expects a tuple in attnspec's order ``(out, lse, weights)`` holding just those. ``lse``
+    and ``weights`` count as declared features exactly when listed here. Default: ``out``,
+    plus ``lse`` / ``weights`` when the function's signature has a ``return_lse`` /
+    ``return_weights`` parameter (a function that can return them is asked for them).
 
 ``backward`` (``false`` | ``true`` | ``"autodiff"`` | ``"function"``)
     Whether gradient cases apply, and how the gradients are obtained:
@@ -67,6 +84,7 @@ raises ``TypeError``), not a silent first element.
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -75,13 +93,15 @@ from typing import Any
 import attnspec
 
 from ..cases import SOFTMAX_OPS, Case
-from ..features import FEATURES, OPT_IN
+from ..deviations import parse_deviations
+from ..features import BEHAVIOURS, FEATURES, OPT_IN, OPTIONS
+from ._native import distribution_version
 from .base import Adapter, has_autodiff
 
 __all__ = ["CAPABILITY_KEYS", "UserAdapter", "load_callable", "parse_capabilities"]
 
 CAPABILITY_KEYS = ("features", "exclude", "ops", "dtypes", "layout", "mask", "returns",
-                   "backward", "deterministic")
+                   "backward", "deterministic", "exclusive", "deviations", "library")
 _BACKWARD = ("autodiff", "function")
 _OPS = ("attention", "mha", *SOFTMAX_OPS)
 _DTYPES = ("float64", "float32", "float16", "bfloat16")
@@ -192,6 +212,34 @@ def parse_capabilities(source: Any, *, target: str = "") -> dict[str, Any]:
             caps[key] = data[key]
     if "returns" in caps and "out" not in caps["returns"]:
         raise ValueError(f"{where}: returns must include 'out', got {caps['returns']}")
+    behaviours = sorted(set(caps.get("exclude", ())) & BEHAVIOURS)
+    if behaviours:
+        raise ValueError(
+            f"{where}: exclude lists {behaviours}, which the spec requires of every "
+            "implementation (they are behaviours, not options); declare a known difference "
+            "as a deviation instead, e.g. [[deviations]] features = "
+            f"[{behaviours[0]!r}] reason = \"...\" (it is then an expected failure)")
+    if "exclusive" in data:
+        value = data["exclusive"]
+        if isinstance(value, str) or not all(
+                not isinstance(group, str) and all(isinstance(v, str) for v in group)
+                for group in value):
+            raise TypeError(f"{where}: exclusive must be a list of lists of options, got "
+                            f"{value!r}")
+        for group in value:
+            bad = sorted(set(group) - OPTIONS)
+            if bad or len(set(group)) < 2:
+                raise ValueError(f"{where}: exclusive entry {list(group)} must name two or "
+                                 f"more options of: {', '.join(sorted(OPTIONS))}")
+        caps["exclusive"] = [sorted(set(group)) for group in value]
+    if "deviations" in data:
+        parse_deviations(data["deviations"], where)  # validated here, built by the adapter
+        caps["deviations"] = [dict(entry) for entry in data["deviations"]]
+    if "library" in data:
+        if not isinstance(data["library"], str) or not data["library"].strip():
+            raise TypeError(f"{where}: library must be a distribution or module name, got "
+                            f"{data['library']!r}")
+        caps["library"] = data["library"].strip()
     if "backward" in data:
         value = data["backward"]
         if value is True:
@@ -206,6 +254,18 @@ def parse_capabilities(source: Any, *, target: str = "") -> dict[str, Any]:
                             f"{data['deterministic']!r}")
         caps["deterministic"] = data["deterministic"]
     return caps
+
+
+def _signature_returns(fn: Any) -> list[str]:
+    """``out``, plus ``lse`` / ``weights`` when ``fn`` has a parameter named ``return_lse`` /
+    ``return_weights`` (``**kwargs`` does not count: it says nothing about them)."""
+    try:
+        parameters = inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # a builtin or C function without a signature
+        return ["out"]
+    return ["out", *(name for name, flag in (("lse", "return_lse"),
+                                             ("weights", "return_weights"))
+                     if flag in parameters)]
 
 
 def _attribute_capabilities(fn: Any, target: str) -> Any:
@@ -246,7 +306,8 @@ class UserAdapter(Adapter):
         self.capabilities = parse_capabilities(capabilities, target=target)
         caps = self.capabilities
         self.ops = frozenset(caps.get("ops", ["attention"]))
-        self.returns = tuple(o for o in _OUTPUTS if o in caps.get("returns", ["out"]))
+        self.returns = tuple(o for o in _OUTPUTS
+                             if o in caps.get("returns", _signature_returns(self._fn)))
         declared = set(caps.get("features", set(FEATURES) - OPT_IN))
         backward = caps.get("backward")
         if backward is None:
@@ -279,6 +340,10 @@ class UserAdapter(Adapter):
             self.supported_dtypes = tuple(d for d in _DTYPES if d in caps["dtypes"])
         self.layout = caps.get("layout", "bhld")
         self.mask_convention = caps.get("mask", "keep")
+        self.exclusive = tuple(frozenset(group) for group in caps.get("exclusive", ()))
+        self.deviations = parse_deviations(caps.get("deviations", []),
+                                           f"capabilities of {target!r}")
+        self.library = caps.get("library") or target.partition(":")[0].partition(".")[0]
         self.description = f"{target} on {backend_name}"
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -286,13 +351,16 @@ class UserAdapter(Adapter):
         return (type(self), (self.target, self.backend_name, self.capabilities))
 
     def versions(self) -> dict[str, str]:
-        module = self.target.partition(":")[0]
-        top = module.partition(".")[0]
-        try:
-            version = getattr(importlib.import_module(top), "__version__", None)
-        except ImportError:
-            version = None
-        return {top: str(version)} if version is not None else {}
+        """The version of the library under test (``library``): its distribution's, else
+        its module's ``__version__``; "unknown" when it has neither (a wrapper module)."""
+        name = self.library
+        version = distribution_version(name)
+        if version is None:
+            try:
+                version = getattr(importlib.import_module(name), "__version__", None)
+            except Exception:  # not a module either
+                version = None
+        return {name: str(version) if version is not None else "unknown"}
 
     def call(self, case: Case, args: dict[str, Any]) -> dict[str, Any]:
         if case.op in SOFTMAX_OPS:
@@ -316,6 +384,10 @@ class UserAdapter(Adapter):
         if self.layout == "blhd":
             q, k, v = (attnspec.bhld_to_blhd(x) for x in (q, k, v))
         options = {name: args[name] for name in _SDPA_OPTIONS if name in args}
+        if options.get("alignment") == "upper_left":
+            del options["alignment"]  # the default: a callable without it must not see it
+        if options.get("causal") is False:
+            del options["causal"]
         mask = options.get("mask")
         if mask is not None and self.mask_convention != "keep":
             xp = self.backend.namespace()
