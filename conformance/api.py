@@ -17,18 +17,12 @@ from typing import Any
 
 from .cases import Case
 from .limits import AUTO, on_gpu, parse_size, resolve_memory_limit
+from .messages import AdapterSpec
+from .process import STARTUP_TIMEOUT, InProcessWorker, WorkerProcess, WorkerStartError
+from .references import CaseCache
 from .report import COMPLETE, INTERRUPTED, Report
 from .results import CaseResult, ImplementationInfo, Outcome
-from .runner import (
-    STARTUP_TIMEOUT,
-    AdapterSpec,
-    CaseCache,
-    InProcessWorker,
-    WorkerProcess,
-    WorkerStartError,
-    resolve_target,
-    run_implementation,
-)
+from .runner import run_implementation
 
 __all__ = ["RunInterrupted", "run"]
 
@@ -343,6 +337,7 @@ def _cases(*, full: bool, seed: int, dtypes: list[str] | None,
 def _targets(targets: Any, *, backend: str, device: str | None,
              capabilities: Any) -> tuple[list[_Target], list[str]]:
     """The implementations to run, and notes on built-ins left out."""
+    from .adapters import resolve
     from .adapters.base import Adapter
 
     builtin = targets is None
@@ -362,8 +357,8 @@ def _targets(targets: Any, *, backend: str, device: str | None,
     for target in targets:
         if isinstance(target, str):
             try:
-                adapter = resolve_target(target, backend=backend, device=device,
-                                         capabilities=capabilities)
+                adapter = resolve(target, backend=backend, device=device,
+                                  capabilities=capabilities)
             except ValueError as exc:
                 if not builtin:
                     raise

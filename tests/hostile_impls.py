@@ -156,3 +156,16 @@ def reports_memory_limit(result, query, key):
 #: A name made to break reports (HTML, Markdown, a terminal), for an adapter object.
 EVIL_NAME = ("<script>alert(1)</script> a|b `code` [x](javascript:alert(1)) "
              "\x1b[31mred\x1b[0m\x1b]0;title\x07 line\nbreak")
+
+
+@_implementation
+def writes_to_the_pipe(result, query, key):
+    """Sends a message of its own down the worker's pipe before its answer: without
+    numbered replies, every later case would be graded against the previous one's."""
+    import gc
+    from multiprocessing.connection import Connection
+
+    for obj in gc.get_objects():
+        if isinstance(obj, Connection) and not obj.closed and obj.writable:
+            obj.send("a message from the implementation")
+    return result

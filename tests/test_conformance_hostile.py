@@ -70,6 +70,8 @@ HOSTILE = {
     "mutates": (Outcome.FAIL, "inputs modified by the call: key: 108 of 108 entries "
                               "changed; value: 12 of 108 entries changed"),
     "mutates_mask": (Outcome.PASS, ""),  # the trigger case has no mask; MASK has one
+    # the pipe is out of step: a crash, and the next case a fresh worker (its own reply)
+    "writes_to_the_pipe": (Outcome.CRASH, "something else wrote to its pipe"),
 }
 
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from attnspec.backends import Backend, get
 
+from ..bits import bit_difference
 from ..cases import Case
 from ..deviations import Deviation
 from ..features import BEHAVIOURS, violated
@@ -64,21 +65,6 @@ class AdapterOutput:
 def _is_array(x: Any) -> bool:
     """An array object (the Array API's ``shape`` and ``dtype``), not a list or a scalar."""
     return hasattr(x, "shape") and hasattr(x, "dtype") and not isinstance(x, (str, bytes))
-
-
-def _changed(before: np.ndarray, after: Any) -> str | None:
-    """How ``after`` differs from the copy ``before`` (bit for bit), or ``None``."""
-    after = np.asarray(after)
-    if after.shape != before.shape or after.dtype != before.dtype:
-        return f"now shape {after.shape} dtype {after.dtype}, was {before.shape} {before.dtype}"
-    if after.tobytes() == before.tobytes():
-        return None
-    with np.errstate(all="ignore"):
-        differ = before != after
-        if before.dtype.kind in "fc":
-            differ &= ~(np.isnan(before) & np.isnan(after))
-    count = int(np.count_nonzero(differ)) or "some"  # NaN payloads or signed zeros
-    return f"{count} of {before.size} entries changed"
 
 
 class Adapter:
@@ -221,7 +207,8 @@ class Adapter:
         modified = []
         for name, before in watched.items():
             try:
-                change = _changed(before, backend.to_numpy(args[name]))
+                change = bit_difference(before, backend.to_numpy(args[name]),
+                                        verb="changed", largest=False)
             except Exception as exc:  # e.g. a deleted or donated buffer
                 change = f"cannot be read back after the call ({type(exc).__name__}: {exc})"
             if change:
