@@ -36,12 +36,13 @@ def _blocks(length: int, size: int) -> list[Block]:
     return [(start, min(start + size, length)) for start in range(0, length, size)]
 
 
-def chunked(p: Problem, block_q: int, block_k: int, return_lse: bool,
-            return_weights: bool) -> list[Array]:
-    xp, shape = p.xp, p.shape
-    per_batch = p.kv_lengths is not None or p.q_lengths is not None
-    offset = static_offset(shape.lq, shape.lk, p.alignment, per_batch)
-    limits = band_limits(p.causal, p.window)
+def chunked(p: Problem, block_q: int, block_k: int) -> list[Array]:
+    """``[out]`` plus ``lse`` and/or ``weights`` as the call asks, block by block."""
+    xp, shape, call = p.xp, p.shape, p.call
+    return_lse, return_weights = call.return_lse, call.return_weights
+    per_batch = call.kv_lengths is not None or call.q_lengths is not None
+    offset = static_offset(shape.lq, shape.lk, call.alignment, per_batch)
+    limits = band_limits(call.causal, call.window)
     col_blocks = _blocks(shape.lk, block_k)
     row_blocks = _blocks(shape.lq, block_q)
     if len(row_blocks) > 1 and not array_api_compat.is_lazy_array(p.k):

@@ -8,14 +8,16 @@ from ._normalizer import log_normalizer, normalizer
 from ._problem import Problem, block_scores, dropped, output, weighted_values
 
 
-def direct(p: Problem, return_lse: bool, return_weights: bool) -> list[Array]:
+def direct(p: Problem) -> list[Array]:
+    """``[out]`` plus ``lse`` and/or ``weights`` as the call asks (``return_lse``,
+    ``return_weights``)."""
     xp, shape = p.xp, p.shape
     rows, cols = (0, shape.lq), (0, shape.lk)
     n = normalizer(block_scores(p, rows, cols), -1, xp)
     weights = dropped(p, n.exp, rows, cols)
     results = [output(p, weighted_values(p, weights, cols) / n.safe_total)]
-    if return_lse:
+    if p.call.return_lse:
         results.append(xp.squeeze(log_normalizer(n, xp), axis=-1))
-    if return_weights:
+    if p.call.return_weights:
         results.append(output(p, weights / n.safe_total))
     return results

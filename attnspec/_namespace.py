@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping
 from types import ModuleType
-from typing import Any, TypeAlias, cast
+from typing import Any, Literal, TypeAlias, cast
 
 import array_api_compat
 
@@ -125,6 +125,28 @@ def check_same_device(arrays: Mapping[str, Any], *, func: str = "") -> Any:
                 "of one call must be on one device"
             )
     return ref
+
+
+DeviceKind: TypeAlias = Literal["host", "accelerator"]
+HOST: DeviceKind = "host"
+ACCELERATOR: DeviceKind = "accelerator"
+#: Words in a device's name that mean an accelerator (GPU, TPU, ...), not the host CPU.
+_ACCELERATOR_WORDS = ("cuda", "gpu", "cupy", "rocm", "hip", "mps", "xpu", "tpu")
+
+
+def device_kind(where: Any) -> DeviceKind:
+    """``"accelerator"`` or ``"host"``: where an array lives, or what a device (object or
+    name such as ``"cuda"``, ``"cpu"``) is. The one place attnspec answers "is this a
+    GPU"; reads types and device names only, imports no framework. (The conformance suite
+    asks the backends, ``attnspec.backends``, which answer through this for devices.)"""
+    if _type_namespace(where) is not None:
+        if array_api_compat.is_numpy_array(where):
+            return HOST
+        if array_api_compat.is_cupy_array(where):
+            return ACCELERATOR
+        where = array_api_compat.device(where)
+    text = str(where).lower()
+    return ACCELERATOR if any(word in text for word in _ACCELERATOR_WORDS) else HOST
 
 
 def accumulation_dtype(xp: Namespace, dtype: Any) -> Any:

@@ -1,5 +1,9 @@
 """One attention call, validated and converted: what both paths (direct, chunked) share.
 
+The options are read from the validated call (:class:`~._validate.AttentionCall`,
+``Problem.call``); ``Problem`` adds only what conversion computed (arrays in the
+accumulation dtype, the scale still to apply).
+
 ``block_scores`` is the single definition of the masked scores of a (query rows x key
 columns) block: the direct path asks for one block covering everything, the chunked path
 for many. Every mask, bias and softcap rule of the spec is applied here and nowhere else.
@@ -11,13 +15,14 @@ import math
 from typing import Any, NamedTuple
 
 from ._namespace import Array, Namespace, to_dtype
-from ._validate import AttentionShape
-from .masks import Block, Window, block_keep, slice_block
+from ._validate import AttentionCall, AttentionShape
+from .masks import Block, block_keep, slice_block
 
 
 class Problem(NamedTuple):
     # A NamedTuple, not a frozen dataclass: it is built once per call, and a frozen
     # dataclass's __init__ costs microseconds, which at small shapes is visible.
+    call: AttentionCall  # every option and return flag, as validated
     xp: Namespace
     shape: AttentionShape
     dtype: Any  # the input dtype (outputs are returned in it)
@@ -26,15 +31,7 @@ class Problem(NamedTuple):
     k: Array  # in acc; rows past kv_lengths zeroed (ATT-LEAK-2)
     v: Array
     scale: Any  # the score scale still to apply to q.k, or None (folded into q)
-    softcap: Any
     bias: Array | None  # in acc
-    mask: Array | None
-    causal: bool
-    window: Window | None
-    alignment: str
-    kv_lengths: Array | None
-    q_lengths: Array | None
-    dropout_mask: Array | None
     dropout_scale: float
     device: Any
     #: ``key`` transposed to ``(*batch, Hkv, Dk, Lk)`` in its own row-major copy, or None.
@@ -55,25 +52,26 @@ def block_scores(p: Problem, rows: Block, cols: Block) -> Array:
     s = matmul_grouped(q, kt, shape.hq, shape.hkv, xp)
     if p.scale is not None:
         s = s * p.scale
-    if p.softcap is not None:
-        s = p.softcap * xp.tanh(s / p.softcap)
+    call = p.call
+    if call.softcap is not None:
+        s = call.softcap * xp.tanh(s / call.softcap)
     bias = slice_block(p.bias, rows, cols)
     if bias is not None:
         # A -inf bias entry masks its position even where q.k is NaN or +inf (ATT-BIAS-1).
         s = xp.where(bias == -math.inf, -math.inf, s + bias)
     keep = block_keep(
-        shape.lq, shape.lk, rows, cols, mask=p.mask, causal=p.causal, window=p.window,
-        alignment=p.alignment, kv_lengths=p.kv_lengths, q_lengths=p.q_lengths, xp=xp,
-        device=p.device,
+        shape.lq, shape.lk, rows, cols, mask=call.mask, causal=call.causal,
+        window=call.window, alignment=call.alignment, kv_lengths=call.kv_lengths,
+        q_lengths=call.q_lengths, xp=xp, device=p.device,
     )
     return s if keep is None else xp.where(keep, s, -math.inf)
 
 
 def dropped(p: Problem, weights: Array, rows: Block, cols: Block) -> Array:
     """Apply the caller's dropout keep-mask (and its 1/(1-p) scale) to a block."""
-    if p.dropout_mask is None:
+    if p.call.dropout_mask is None:
         return weights
-    weights = p.xp.where(slice_block(p.dropout_mask, rows, cols), weights, 0.0)
+    weights = p.xp.where(slice_block(p.call.dropout_mask, rows, cols), weights, 0.0)
     return weights if p.dropout_scale == 1.0 else weights * p.dropout_scale
 
 

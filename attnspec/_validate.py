@@ -8,7 +8,8 @@ from __future__ import annotations
 import math
 import numbers
 import operator
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
 from typing import Any, NamedTuple
 
 from ._namespace import (
@@ -282,28 +283,87 @@ def _scalar_array(x: Any) -> Any:
     return x if is_array(x) and not isinstance(x, numbers.Real) else None
 
 
-class AttentionArguments(NamedTuple):
+#: Values of ``scaled_dot_product_attention(implementation=...)``.
+IMPLEMENTATIONS = ("portable", "native", "auto")
+
+
+def check_implementation(implementation: object) -> str:
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(f"implementation must be one of {', '.join(map(repr, IMPLEMENTATIONS))}"
+                         f"; got {implementation!r}")
+    return str(implementation)
+
+
+@dataclass(frozen=True, slots=True)
+class AttentionCall:
+    """One validated call of :func:`attnspec.scaled_dot_product_attention`: the arrays,
+    what validation derived from them, every option and the return flags. Routing, native
+    dispatch and both portable paths read the call from here; a new option is one field
+    (and its check in :func:`attention_call`).
+
+    Options after ``value`` appear in the order :func:`portable_only` reports them; an
+    option that a native kernel does not see (not in :data:`KERNEL_OPTIONS`) sends the
+    call to the portable path whenever it is set (not ``None``/``False``).
+    """
+
     xp: Namespace
     shape: AttentionShape
     device: Any
-    window: Any  # the (left, right) band, or None
-    kv_lengths: Array | None  # as an index-dtype array on the query's device
-    q_lengths: Array | None
-    dropout_p: float
+    query: Array
+    key: Array
+    value: Array
+    mask: Array | None = None
+    bias: Array | None = None
+    softcap: Any = None  # a Python real, or a 0-d array
+    window: Window | None = None  # None also for a window that masks nothing
+    q_lengths: Array | None = None  # as an index-dtype array on the query's device
+    dropout_mask: Array | None = None
+    return_lse: bool = False
+    return_weights: bool = False
+    chunk_size: int | tuple[int, int] | None = None
+    causal: bool = False
+    alignment: str = "upper_left"
+    scale: Any = None  # as given: None means the default 1/sqrt(Dk)
+    kv_lengths: Array | None = None  # as an index-dtype array on the query's device
+    dropout_p: float = 0.0
+    implementation: str = "portable"
 
 
-def attention_arguments(query: Any, key: Any, value: Any, *, mask: Any, bias: Any,
-                        causal: Any, window: Any, alignment: Any, scale: Any, softcap: Any,
-                        kv_lengths: Any, q_lengths: Any, dropout_mask: Any, dropout_p: Any,
-                        chunk_size: Any, xp: Any) -> AttentionArguments:
-    """Every check of ``scaled_dot_product_attention``'s arguments, in one place."""
+#: Fields of :class:`AttentionCall` a native kernel is given (or that only matter together
+#: with another option: ``dropout_p`` needs ``dropout_mask``).
+KERNEL_OPTIONS = frozenset({"xp", "shape", "device", "query", "key", "value", "causal",
+                            "alignment", "scale", "kv_lengths", "dropout_p",
+                            "implementation"})
+_PORTABLE_ONLY = tuple(f.name for f in fields(AttentionCall) if f.name not in KERNEL_OPTIONS)
+
+
+def portable_only(call: AttentionCall) -> str | None:
+    """The first option of ``call`` that only the portable path computes, if one is set."""
+    for name in _PORTABLE_ONLY:
+        value = getattr(call, name)
+        if value is not None and value is not False:
+            return name
+    return None
+
+
+def attention_call(arguments: Mapping[str, Any]) -> AttentionCall:
+    """Every check of ``scaled_dot_product_attention``'s arguments, in one place.
+
+    ``arguments``: every parameter of the public function by name (its ``locals()`` on
+    entry, or ``inspect.signature(...).bind(...)`` with defaults applied).
+    """
+    a = arguments
+    check_implementation(a["implementation"])
+    query, key, value = a["query"], a["key"], a["value"]
+    mask, bias, dropout_mask = a["mask"], a["bias"], a["dropout_mask"]
+    kv_lengths, q_lengths = a["kv_lengths"], a["q_lengths"]
     arrays = {
         "query": query, "key": key, "value": value, "mask": mask, "bias": bias,
         "dropout_mask": dropout_mask, "kv_lengths": _scalar_array(kv_lengths),
-        "q_lengths": _scalar_array(q_lengths), "scale": _scalar_array(scale),
-        "softcap": _scalar_array(softcap),
+        "q_lengths": _scalar_array(q_lengths), "scale": _scalar_array(a["scale"]),
+        "softcap": _scalar_array(a["softcap"]),
     }
-    xp = namespace_of(xp, arrays, required=("query", "key", "value"))
+    xp = namespace_of(a["xp"], arrays, required=("query", "key", "value"))
     device = check_same_device(arrays)
     shape = attention_shape(query, key, value, xp)
     check_bool("mask", mask, xp, MASK_HINT)
@@ -311,11 +371,11 @@ def attention_arguments(query: Any, key: Any, value: Any, *, mask: Any, bias: An
     check_bias(bias, xp)
     for name, arr in (("mask", mask), ("bias", bias), ("dropout_mask", dropout_mask)):
         check_broadcast(name, arr, shape.scores, "the scores' shape (*batch, Hq, Lq, Lk)")
-    check_positive_real("scale", scale, xp)
-    check_positive_real("softcap", softcap, xp)
-    dropout_p = check_dropout(dropout_p, dropout_mask)
-    check_chunk_size(chunk_size)
-    window = check_band_options(causal, window, alignment)
+    check_positive_real("scale", a["scale"], xp)
+    check_positive_real("softcap", a["softcap"], xp)
+    dropout_p = check_dropout(a["dropout_p"], dropout_mask)
+    check_chunk_size(a["chunk_size"])
+    window = check_band_options(a["causal"], a["window"], a["alignment"])
 
     index = None if kv_lengths is None and q_lengths is None else _index_dtype(xp, device)
     if kv_lengths is not None:
@@ -324,7 +384,11 @@ def attention_arguments(query: Any, key: Any, value: Any, *, mask: Any, bias: An
     if q_lengths is not None:
         q_lengths = as_lengths(q_lengths, "q_lengths", xp, device, index)
         check_lengths_shape("q_lengths", q_lengths, shape.batch)
-    return AttentionArguments(xp, shape, device, window, kv_lengths, q_lengths, dropout_p)
+    return AttentionCall(**{
+        **a, "xp": xp, "shape": shape, "device": device, "dropout_p": dropout_p,
+        "window": None if window == (None, None) else window, "kv_lengths": kv_lengths,
+        "q_lengths": q_lengths,
+    })
 
 
 def _index_dtype(xp: Namespace, device: Any) -> Any:

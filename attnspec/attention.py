@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import array_api_compat
@@ -10,10 +11,17 @@ from . import _validate as check
 from . import native as _native
 from ._chunked import chunked
 from ._direct import direct
-from ._namespace import Array, Namespace, accumulation_dtype, to_dtype
+from ._namespace import (
+    ACCELERATOR,
+    Array,
+    Namespace,
+    accumulation_dtype,
+    device_kind,
+    to_dtype,
+)
 from ._problem import Problem, default_scale
 from .masks import Window, key_padding
-from .native import IMPLEMENTATIONS, NativeCall, Plan
+from .native import Plan
 
 __all__ = ["choose_blocks", "native_plan", "scaled_dot_product_attention"]
 
@@ -60,13 +68,9 @@ def choose_blocks(shape: check.AttentionShape, chunk_size: int | tuple[int, int]
     return min(shape.lq, block_q), block_k
 
 
-def _large_blocks(x: Array, xp: Namespace) -> bool:
+def _large_blocks(x: Array) -> bool:
     """Large blocks for lazy arrays (traced JAX, Dask) and for accelerator memory."""
-    if array_api_compat.is_numpy_array(x):
-        return False
-    if array_api_compat.is_lazy_array(x) or array_api_compat.is_cupy_namespace(xp):
-        return True
-    return any(tag in str(array_api_compat.device(x)).lower() for tag in ("cuda", "gpu", "mps"))
+    return array_api_compat.is_lazy_array(x) or device_kind(x) == ACCELERATOR
 
 
 def scaled_dot_product_attention(
@@ -174,65 +178,44 @@ def scaled_dot_product_attention(
     >>> lse
     Array([[      -inf, 1.09861229]], dtype=array_api_strict.float64)
     """
-    _check_implementation(implementation)
-    args = check.attention_arguments(
-        query, key, value, mask=mask, bias=bias, causal=causal, window=window,
-        alignment=alignment, scale=scale, softcap=softcap, kv_lengths=kv_lengths,
-        q_lengths=q_lengths, dropout_mask=dropout_mask, dropout_p=dropout_p,
-        chunk_size=chunk_size, xp=xp,
-    )
-    xp, shape, device = args.xp, args.shape, args.device
-    kv_lengths, q_lengths, window = args.kv_lengths, args.q_lengths, args.window
-    dropout_p = args.dropout_p
-    if implementation != "portable":
-        kernel, reason, call = _route(
-            query, key, value, args, implementation, causal=causal, alignment=alignment,
-            scale=scale, mask=mask, bias=bias, softcap=softcap, q_lengths=q_lengths,
-            dropout_mask=dropout_mask, return_lse=return_lse, return_weights=return_weights,
-            chunk_size=chunk_size,
-        )
+    call = check.attention_call(locals())  # first statement: locals() is the arguments
+    if call.implementation != "portable":
+        kernel, reason, native_call = _native.plan(call)
         if kernel is not None:
-            k, v = _zero_past_lengths(key, value, kv_lengths, shape.lk, xp, device)
-            return kernel(call._replace(key=k, value=v))
-        if implementation == "native":
+            k, v = _zero_past_lengths(call.key, call.value, call.kv_lengths, call.shape.lk,
+                                      call.xp, call.device)
+            return kernel(native_call._replace(key=k, value=v))
+        if call.implementation == "native":
             raise ValueError(f"implementation='native': no native kernel takes this call "
                              f"({reason}); implementation='auto' falls back to the portable "
                              "path")
+    results = _portable(call)
+    return results[0] if len(results) == 1 else tuple(results)
+
+
+def _portable(call: check.AttentionCall) -> list[Array]:
+    """attnspec's own path: the direct or the chunked one, as ``chunk_size`` and the shapes
+    pick (:func:`choose_blocks`)."""
+    xp, shape, query = call.xp, call.shape, call.query
     acc = accumulation_dtype(xp, query.dtype)
-    scale = default_scale(shape.dk) if scale is None else scale
+    scale = default_scale(shape.dk) if call.scale is None else call.scale
     # Scaling q (Lq x D) instead of the scores (Lq x Lk) saves a pass over every score, but
     # only a scale <= 1 does it safely: a larger one can overflow q where (q.k) * scale is
     # finite. The product is a new array, so the caller's query is never touched.
     fold = isinstance(scale, (int, float)) and scale <= 1.0
     q = to_dtype(xp, query, acc)
     q = q * scale if fold else q
-    k, v = _zero_past_lengths(to_dtype(xp, key, acc), to_dtype(xp, value, acc), kv_lengths,
-                              shape.lk, xp, device)
+    k, v = _zero_past_lengths(to_dtype(xp, call.key, acc), to_dtype(xp, call.value, acc),
+                              call.kv_lengths, shape.lk, xp, call.device)
+    dropout_p = call.dropout_p
     problem = Problem(
-        xp=xp, shape=shape, dtype=query.dtype, acc=acc, q=q, k=k, v=v,
-        scale=None if fold else scale, softcap=softcap,
-        bias=None if bias is None else to_dtype(xp, bias, acc), mask=mask, causal=causal,
-        window=window, alignment=alignment, kv_lengths=kv_lengths, q_lengths=q_lengths,
-        dropout_mask=dropout_mask,
-        dropout_scale=1.0 / (1.0 - dropout_p) if dropout_p > 0.0 else 1.0, device=device,
+        call=call, xp=xp, shape=shape, dtype=query.dtype, acc=acc, q=q, k=k, v=v,
+        scale=None if fold else scale,
+        bias=None if call.bias is None else to_dtype(xp, call.bias, acc),
+        dropout_scale=1.0 / (1.0 - dropout_p) if dropout_p > 0.0 else 1.0, device=call.device,
     )
-    blocks = choose_blocks(shape, chunk_size, return_weights, _large_blocks(q, xp))
-    if blocks is None:
-        results = direct(problem, return_lse, return_weights)
-    else:
-        results = chunked(problem, *blocks, return_lse, return_weights)
-    return results[0] if len(results) == 1 else tuple(results)
-
-
-def _check_implementation(implementation: object) -> None:
-    if implementation not in IMPLEMENTATIONS:
-        raise ValueError(f"implementation must be one of {', '.join(map(repr, IMPLEMENTATIONS))}"
-                         f"; got {implementation!r}")
-
-
-def _band(window: Window | None) -> Window | None:
-    """The window, or ``None`` when it masks nothing (``(None, None)``)."""
-    return None if window is None or tuple(window) == (None, None) else window
+    blocks = choose_blocks(shape, call.chunk_size, call.return_weights, _large_blocks(q))
+    return direct(problem) if blocks is None else chunked(problem, *blocks)
 
 
 def _zero_past_lengths(k: Array, v: Array, kv_lengths: Array | None, lk: int,
@@ -244,24 +227,6 @@ def _zero_past_lengths(k: Array, v: Array, kv_lengths: Array | None, lk: int,
         return k, v
     real_key = key_padding(lk, kv_lengths, xp, device)
     return xp.where(real_key, k, 0.0), xp.where(real_key, v, 0.0)
-
-
-def _route(query: Array, key: Array, value: Array, args: check.AttentionArguments,
-           implementation: str, *, causal: bool, alignment: str, scale: Any, mask: Any,
-           bias: Any, softcap: Any, q_lengths: Any, dropout_mask: Any, return_lse: bool,
-           return_weights: bool, chunk_size: Any) -> tuple[Any, str, NativeCall]:
-    """The native kernel that takes a validated call (or ``None`` and why not), and the
-    call in kernel terms: the one decision both the call and :func:`native_plan` make."""
-    call = NativeCall(args.xp, query, key, value, args.shape, causal, alignment,
-                      default_scale(args.shape.dk) if scale is None else scale,
-                      args.kv_lengths, args.device)
-    options = dict(
-        mask=mask, bias=bias, softcap=softcap, window=_band(args.window), q_lengths=q_lengths,
-        dropout_mask=dropout_mask, return_lse=return_lse, return_weights=return_weights,
-        chunk_size=chunk_size,
-    )
-    kernel, reason = _native.plan(call, options, implementation)
-    return kernel, reason, call
 
 
 def native_plan(query: Array, key: Array, value: Array, /, **options: Any) -> Plan:
@@ -283,28 +248,25 @@ def native_plan(query: Array, key: Array, value: Array, /, **options: Any) -> Pl
     >>> attnspec.native_plan(q, q, q, causal=True).kernel is None
     True
     """
-    implementation = options.pop("implementation", "auto")
-    _check_implementation(implementation)
-    for name in ("return_lse", "return_weights", "dropout_p"):
-        options.setdefault(name, False if name != "dropout_p" else 0.0)
-    checked = {k: options.pop(k, None) for k in (
-        "mask", "bias", "window", "scale", "softcap", "kv_lengths", "q_lengths",
-        "dropout_mask", "chunk_size", "xp")}
-    causal = options.pop("causal", False)
-    alignment = options.pop("alignment", "upper_left")
-    return_lse, return_weights = options.pop("return_lse"), options.pop("return_weights")
-    dropout_p = options.pop("dropout_p")
-    if options:
-        raise TypeError(f"native_plan() got unexpected keyword arguments: {sorted(options)}")
-    args = check.attention_arguments(
-        query, key, value, causal=causal, alignment=alignment, dropout_p=dropout_p,
-        **checked,
-    )
-    kernel, reason, _ = _route(
-        query, key, value, args, implementation, causal=causal, alignment=alignment,
-        scale=checked["scale"], mask=checked["mask"], bias=checked["bias"],
-        softcap=checked["softcap"], q_lengths=checked["q_lengths"],
-        dropout_mask=checked["dropout_mask"], return_lse=return_lse,
-        return_weights=return_weights, chunk_size=checked["chunk_size"],
-    )
+    options.setdefault("implementation", "auto")
+    check.check_implementation(options["implementation"])
+    unknown = sorted(set(options) - _OPTIONS)
+    if unknown:
+        raise TypeError(f"native_plan() got unexpected keyword arguments: {unknown}")
+    kernel, reason, _ = _native.plan(check.attention_call(bind(query, key, value, **options)))
     return Plan(None if kernel is None else kernel.name, reason)
+
+
+#: The public call's signature: :func:`native_plan` binds its options through it, so the
+#: two take the same options with the same defaults.
+_SIGNATURE = inspect.signature(scaled_dot_product_attention)
+_OPTIONS = frozenset(name for name, parameter in _SIGNATURE.parameters.items()
+                     if parameter.kind is inspect.Parameter.KEYWORD_ONLY)
+
+
+def bind(query: Array, key: Array, value: Array, /, **options: Any) -> dict[str, Any]:
+    """Every argument of ``scaled_dot_product_attention(query, key, value, **options)`` by
+    name, defaults filled in: what the public call sees as its ``locals()``."""
+    bound = _SIGNATURE.bind(query, key, value, **options)
+    bound.apply_defaults()
+    return bound.arguments

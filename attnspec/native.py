@@ -25,13 +25,12 @@ from importlib import metadata
 from typing import Any, NamedTuple, Protocol
 
 from ._namespace import Array, Namespace
-from ._validate import AttentionShape
+from ._problem import default_scale
+from ._validate import IMPLEMENTATIONS, AttentionCall, AttentionShape, portable_only
 
 __all__ = ["IMPLEMENTATIONS", "NativeCall", "NativeKernel", "Plan", "kernels", "plan",
            "register"]
 
-#: Values of ``scaled_dot_product_attention(implementation=...)``.
-IMPLEMENTATIONS = ("portable", "native", "auto")
 #: The entry-point group kernels are registered under.
 ENTRY_POINT_GROUP = "attnspec.native"
 
@@ -111,24 +110,30 @@ def kernels() -> list[NativeKernel]:
     return list(_registered)
 
 
-def unsupported_option(options: dict[str, Any]) -> str | None:
-    """The first option no native kernel takes (they all go to the portable path)."""
-    for name, value in options.items():
-        if value is not None and value is not False:
-            return f"{name}= is computed by the portable path only"
-    return None
+def native_call(call: AttentionCall) -> NativeCall:
+    """``call`` in the terms a kernel needs (the default scale filled in)."""
+    scale = default_scale(call.shape.dk) if call.scale is None else call.scale
+    return NativeCall(call.xp, call.query, call.key, call.value, call.shape, call.causal,
+                      call.alignment, scale, call.kv_lengths, call.device)
 
 
-def plan(call: NativeCall, options: dict[str, Any], implementation: str = "auto"
-         ) -> tuple[NativeKernel | None, str]:
-    """The kernel that takes ``call`` (first that handles its namespace and does not
-    decline), or ``None`` and why none does. With ``implementation="auto"`` a kernel is
-    also passed over when its optional ``slower(call)`` gives a reason (measured slower
-    than the portable path there) or when it is not ``exact`` (it follows the spec for
-    finite inputs only); ``"native"`` takes it anyway."""
-    reason = unsupported_option(options)
-    if reason is not None:
-        return None, reason
+def plan(attention_call: AttentionCall) -> tuple[NativeKernel | None, str, NativeCall]:
+    """The kernel that takes ``attention_call`` (first that handles its namespace and does
+    not decline), or ``None`` and why none does, and the call in kernel terms.
+
+    With the call's ``implementation="auto"`` a kernel is also passed over when its
+    optional ``slower(call)`` gives a reason (measured slower than the portable path there)
+    or when it is not ``exact`` (it follows the spec for finite inputs only); ``"native"``
+    takes it anyway."""
+    call = native_call(attention_call)
+    option = portable_only(attention_call)
+    if option is not None:
+        return None, f"{option}= is computed by the portable path only", call
+    kernel, reason = _choose(call, attention_call.implementation)
+    return kernel, reason, call
+
+
+def _choose(call: NativeCall, implementation: str) -> tuple[NativeKernel | None, str]:
     if 0 in (call.shape.lq, call.shape.lk, call.shape.dk, call.shape.dv):
         return None, "empty dimensions are computed by the portable path"
     reasons = []

@@ -10,9 +10,14 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["CAPABILITIES", "DTYPE_NAMES", "Backend", "BackendUnavailableError", "import_optional"]
+from attnspec._namespace import ACCELERATOR, HOST, DeviceKind, device_kind
+
+__all__ = ["ACCELERATOR", "CAPABILITIES", "DEVICE_NAMES", "DTYPE_NAMES", "HOST", "Backend",
+           "BackendUnavailableError", "DeviceKind", "NotDifferentiableError", "Vjp",
+           "import_optional"]
 
 #: Every capability a backend may declare.
 CAPABILITIES: frozenset[str] = frozenset(
@@ -26,8 +31,22 @@ DTYPE_NAMES: tuple[str, ...] = ("float64", "float32", "float16", "bfloat16")
 _DTYPE_CAPABILITIES = ("float64", "float16", "bfloat16")
 
 
+#: The ``device=`` names (``attnspec check --device``) that pick a backend of each kind.
+DEVICE_NAMES: dict[DeviceKind, tuple[str, ...]] = {HOST: ("cpu",),
+                                                   ACCELERATOR: ("cuda", "gpu")}
+
+#: What :meth:`Backend.vjp` returns: a function of no arguments that runs the forward and
+#: the backward once and returns ``(out, [gradient per primal])``.
+Vjp = Callable[[], tuple[Any, list[Any]]]
+
+
 class BackendUnavailableError(RuntimeError):
     """Raised when a backend that is not usable on this machine is asked to do work."""
+
+
+class NotDifferentiableError(RuntimeError):
+    """The forward's output is not differentiable through the backend's autodiff (it was
+    detached, or computed outside the framework)."""
 
 
 def import_optional(module: str, label: str) -> tuple[Any, str | None]:
@@ -76,6 +95,9 @@ class Backend:
 
     #: Capabilities the framework has independent of configuration; subclasses set this.
     static_capabilities: frozenset[str] = frozenset()
+    #: Where this backend's arrays live: ``"host"`` (the CPU's memory) or
+    #: ``"accelerator"`` (a GPU's); subclasses on an accelerator set it.
+    kind: DeviceKind = HOST
 
     def __init__(self, name: str, framework: str) -> None:
         self.name = name
@@ -304,6 +326,57 @@ class Backend:
 
     def _synchronize(self, x: Any) -> None:
         """No-op by default: host frameworks finish eagerly."""
+
+    # -- device kind and autodiff -------------------------------------------------------
+
+    def device_kind(self, where: Any = None) -> DeviceKind:
+        """``"host"`` or ``"accelerator"``: of this backend (``where=None``), or of an
+        array, a device object or a device name (``"cuda"``) given as ``where``. Imports
+        nothing.
+
+        A backend on an accelerator answers ``"accelerator"`` whatever ``where`` is; on the
+        host, ``where`` decides (``device="cuda"`` asked of ``torch-cpu``)."""
+        if self.kind == ACCELERATOR or where is None:
+            return self.kind
+        return device_kind(where)
+
+    def runs_on(self, device: str) -> bool:
+        """Whether ``device`` (``"cpu"``, ``"cuda"``, ``"gpu"``) names this backend's kind
+        of device (:data:`DEVICE_NAMES`)."""
+        return device in DEVICE_NAMES[self.kind]
+
+    @property
+    def has_autodiff(self) -> bool:
+        """Whether :meth:`vjp` differentiates (the framework has autodiff); imports
+        nothing."""
+        return "autograd" in self.static_capabilities
+
+    def vjp(self, forward: Callable[..., Any], primals: Sequence[Any],
+            cotangent: Any) -> Vjp:
+        """The vector-Jacobian product of ``forward`` at ``primals`` with ``cotangent``,
+        through the framework's autodiff, as a function that computes it once per call.
+
+        Parameters
+        ----------
+        forward : callable
+            ``forward(*primals) -> out``, one array of this backend.
+        primals : sequence of arrays
+            The arrays to differentiate with respect to.
+        cotangent : array
+            Of ``out``'s shape; cast to ``out``'s dtype.
+
+        Returns
+        -------
+        callable
+            ``once() -> (out, grads)``: ``grads[i]`` is the gradient for ``primals[i]``
+            (zeros where ``out`` does not depend on it).
+
+        Raises
+        ------
+        NotImplementedError
+            On a backend without autodiff (:attr:`has_autodiff` is false).
+        """
+        raise NotImplementedError(f"{self.name} has no autodiff")
 
     # -- misc -------------------------------------------------------------------------------
 

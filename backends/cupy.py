@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
-from attnspec.backends._base import Backend, import_optional
+from ._base import ACCELERATOR, Backend, import_optional
 
 __all__ = ["CupyBackend", "backends"]
+
+#: Where this module's backends come in :func:`attnspec.backends.all_backends`.
+REGISTRY_ORDER = 40
 
 
 class CupyBackend(Backend):
     """CuPy on CUDA device 0. Writeable, eager (but asynchronous); no bfloat16."""
 
     static_capabilities = frozenset({"writeable", "float64", "float16"})
+    kind = ACCELERATOR
 
     def __init__(self) -> None:
         super().__init__("cupy", "cupy")
@@ -32,7 +37,7 @@ class CupyBackend(Backend):
         return "CuPy has no bfloat16" if name == "bfloat16" else super()._why_not(name)
 
     def _make_device(self) -> Any:
-        import cupy
+        cupy = _cupy()
 
         return cupy.cuda.Device(0)
 
@@ -42,19 +47,19 @@ class CupyBackend(Backend):
         return np.dtype(name)
 
     def _from_numpy(self, host: Any, dtype: str | None) -> Any:
-        import cupy
+        cupy = _cupy()
 
         # Host-to-device copy; DLPack cannot move data across devices.
         with self.device:
             return cupy.asarray(host)
 
     def _to_numpy(self, x: Any) -> Any:
-        import cupy
+        cupy = _cupy()
 
         return cupy.asnumpy(x)
 
     def _synchronize(self, x: Any) -> None:
-        import cupy
+        cupy = _cupy()
 
         if x is not None and hasattr(x, "device"):
             with x.device:
@@ -62,6 +67,11 @@ class CupyBackend(Backend):
         else:
             with self.device:
                 cupy.cuda.get_current_stream().synchronize()
+
+
+def _cupy() -> Any:
+    """The ``cupy`` module (imported on use; it has no type stubs)."""
+    return importlib.import_module("cupy")
 
 
 def backends() -> list[Backend]:

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from attnspec.backends._base import Backend, import_optional
+from ._base import Backend, import_optional
 
 __all__ = ["DaskBackend", "backends", "leading_axis_chunks"]
+
+#: Where this module's backends come in :func:`attnspec.backends.all_backends`.
+REGISTRY_ORDER = 50
 
 
 def leading_axis_chunks(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -59,7 +62,8 @@ class DaskBackend(Backend):
     def _from_numpy(self, host: Any, dtype: str | None) -> Any:
         import dask.array as da
 
-        return da.from_array(host, chunks=leading_axis_chunks(host.shape))
+        from_array: Any = da.from_array  # untyped
+        return from_array(host, chunks=leading_axis_chunks(host.shape))
 
     def _to_numpy(self, x: Any) -> Any:
         import numpy as np

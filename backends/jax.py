@@ -7,11 +7,15 @@ enabling it after import (as ``tests/conftest.py`` does) is honoured.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from attnspec.backends._base import Backend, import_optional
+from ._base import ACCELERATOR, HOST, Backend, Vjp, import_optional
 
 __all__ = ["JaxBackend", "backends", "x64_enabled"]
+
+#: Where this module's backends come in :func:`attnspec.backends.all_backends`.
+REGISTRY_ORDER = 30
 
 
 def x64_enabled() -> bool:
@@ -38,6 +42,7 @@ class JaxBackend(Backend):
     def __init__(self, platform: str) -> None:
         super().__init__(f"jax-{platform}", "jax")
         self.platform = platform
+        self.kind = HOST if platform == "cpu" else ACCELERATOR
 
     def _probe(self) -> str | None:
         jax, reason = import_optional("jax", "JAX")
@@ -92,9 +97,29 @@ class JaxBackend(Backend):
         import jax
 
         if x is not None:
-            jax.block_until_ready(x)
+            jax.block_until_ready(x)  # type: ignore[no-untyped-call]
         else:
-            jax.effects_barrier()
+            jax.effects_barrier()  # type: ignore[no-untyped-call]
+
+    def vjp(self, forward: Callable[..., Any], primals: Sequence[Any], cotangent: Any,
+            *, jit: bool = True) -> Vjp:
+        """``jax.vjp`` of ``forward``, under ``jax.jit`` by default (one compilation, on the
+        first run, as JAX code runs in practice; what ``forward`` closes over is a constant
+        of the program)."""
+        import jax
+
+        def vjp(primals: list[Any], cot: Any) -> tuple[Any, Any]:
+            out, pullback = jax.vjp(forward, *primals)
+            return out, pullback(cot.astype(out.dtype))
+
+        program = jax.jit(vjp) if jit else vjp
+        arrays = list(primals)
+
+        def once() -> tuple[Any, list[Any]]:
+            out, grads = program(arrays, cotangent)
+            return out, list(grads)
+
+        return once
 
 
 def backends() -> list[Backend]:

@@ -37,7 +37,7 @@ class JaxDotProductAttentionKernel:
     exact = False
 
     def handles(self, xp: Any) -> bool:
-        return array_api_compat.is_jax_namespace(xp)
+        return bool(array_api_compat.is_jax_namespace(xp))
 
     def decline(self, call: NativeCall) -> str | None:
         shape, xp = call.shape, call.xp

@@ -32,7 +32,7 @@ class TorchSdpaKernel:
     exact = False
 
     def handles(self, xp: Any) -> bool:
-        return array_api_compat.is_torch_namespace(xp)
+        return bool(array_api_compat.is_torch_namespace(xp))
 
     def decline(self, call: NativeCall) -> str | None:
         shape = call.shape

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from attnspec.backends._base import Backend, import_optional
+from ._base import Backend, import_optional
 
 __all__ = ["NumpyBackend", "backends"]
+
+#: Where this module's backends come in :func:`attnspec.backends.all_backends`.
+REGISTRY_ORDER = 0
 
 
 class NumpyBackend(Backend):

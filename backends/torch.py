@@ -12,12 +12,16 @@ arguments of :func:`attnspec.multi_head_attention`:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from attnspec.backends._base import Backend, import_optional
+from ._base import ACCELERATOR, HOST, Backend, NotDifferentiableError, Vjp, import_optional
 
 __all__ = ["TorchBackend", "backends", "mask_from_torch_mha", "mha_weights_from_torch"]
+
+#: Where this module's backends come in :func:`attnspec.backends.all_backends`.
+REGISTRY_ORDER = 20
+
 
 class TorchBackend(Backend):
     """PyTorch on one device type ("cpu" or "cuda"). Eager, writeable, autograd."""
@@ -27,6 +31,7 @@ class TorchBackend(Backend):
     def __init__(self, device_type: str) -> None:
         super().__init__(f"torch-{device_type}", "torch")
         self.device_type = device_type
+        self.kind = HOST if device_type == "cpu" else ACCELERATOR
 
     def _probe(self) -> str | None:
         torch, reason = import_optional("torch", "PyTorch")
@@ -55,9 +60,9 @@ class TorchBackend(Backend):
         return getattr(torch, name)
 
     def _from_numpy(self, host: Any, dtype: str | None) -> Any:
-        import torch
+        from torch.utils.dlpack import from_dlpack
 
-        t = torch.from_dlpack(host)  # zero-copy view of an array we own
+        t = from_dlpack(host)  # zero-copy view of an array we own
         if self.device_type != "cpu":
             t = t.to(self.device)
         if dtype is not None:
@@ -79,6 +84,27 @@ class TorchBackend(Backend):
 
         device = x.device if x is not None and hasattr(x, "device") else self.device
         torch.cuda.synchronize(device)
+
+    def vjp(self, forward: Callable[..., Any], primals: Sequence[Any],
+            cotangent: Any) -> Vjp:
+        """torch autograd: each run makes the primals leaves (``detach().requires_grad_()``,
+        sharing their storage) and calls ``torch.autograd.grad``; a gradient torch reports
+        as unused is zero (``out`` does not depend on that input)."""
+        import torch
+
+        def once() -> tuple[Any, list[Any]]:
+            leaves = [x.detach().requires_grad_(True) for x in primals]
+            out = forward(*leaves)
+            if not isinstance(out, torch.Tensor) or not out.requires_grad:
+                raise NotDifferentiableError(
+                    "out does not depend on query, key or value through torch autograd (it "
+                    "is detached, or computed outside torch): there is no backward to grade")
+            grads = torch.autograd.grad(out, leaves, grad_outputs=cotangent.to(out.dtype),
+                                        allow_unused=True)
+            return out.detach(), [torch.zeros_like(leaf) if grad is None else grad
+                                  for leaf, grad in zip(leaves, grads, strict=True)]
+
+        return once
 
 
 def backends() -> list[Backend]:

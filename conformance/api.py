@@ -18,11 +18,12 @@ from typing import Any
 from .cases import Case
 from .limits import AUTO, on_gpu, parse_size, resolve_memory_limit
 from .messages import AdapterSpec
-from .process import STARTUP_TIMEOUT, InProcessWorker, WorkerProcess, WorkerStartError
+from .process import STARTUP_TIMEOUT, InProcessWorker, Worker, WorkerProcess, WorkerStartError
 from .references import CaseCache
 from .report import COMPLETE, INTERRUPTED, Report
 from .results import CaseResult, ImplementationInfo, Outcome
-from .runner import run_implementation
+from .runner import ImplementationRun, run_implementation
+from .xfail import XfailEntry
 
 __all__ = ["RunInterrupted", "run"]
 
@@ -75,7 +76,7 @@ class _Target:
 def run(
     targets: str | Any | Sequence[str | Any] | None = None,
     *,
-    backend: str = "numpy",
+    backend: str | None = None,
     device: str | None = None,
     dtypes: str | Iterable[str] | None = None,
     select: str | Iterable[str] | None = None,
@@ -101,8 +102,10 @@ def run(
         ``backend``), or :class:`~attnspec.conformance.adapters.base.Adapter` objects.
         ``None`` runs every built-in; those that cannot run here are listed in the report
         with the reason, without results.
-    backend : str
-        The ``attnspec.backends`` name whose arrays ``module:callable`` targets take.
+    backend : str, optional
+        The ``attnspec.backends`` name whose arrays ``module:callable`` targets take
+        (``None``, the default: NumPy's); built-in adapters run on their own backends, and
+        a backend named here leaves out those that do not run on it.
     device : str, optional
         Passed to ``adapters.resolve`` for string targets.
     dtypes : str or iterable of str, optional
@@ -188,7 +191,7 @@ def run(
     dtype_names = _names("dtypes", dtypes)
     patterns = _names("select", select)
     cases = _cases(full=full, seed=int(seed), dtypes=dtype_names, patterns=patterns)
-    entries: list = []
+    entries: list[XfailEntry] = []
     if xfail_file is not None:
         from .xfail import load_xfails
 
@@ -214,7 +217,8 @@ def run(
                 jax_x64=bool(jax_x64))
 
 
-def _run(chosen: list[_Target], cases: list[Case], entries: list, options: dict[str, Any], *,
+def _run(chosen: list[_Target], cases: list[Case], entries: list[XfailEntry],
+         options: dict[str, Any], *,
          progress: Progress | None, timeout: float, isolate: bool, fingerprint: bool,
          memory_limit: str | int | None = AUTO, jax_x64: bool = True) -> Report:
     from .xfail import apply_xfail, stale_xfails
@@ -274,15 +278,18 @@ def _run(chosen: list[_Target], cases: list[Case], entries: list, options: dict[
 
 def _run_target(target: _Target, cases: list[Case], cache: CaseCache, emit: Any, skip: Any,
                 notes: list[str], *, timeout: float, isolate: bool, fingerprint: bool,
-                startup: float, memory_limit: str | int | None, jax_x64: bool = True) -> Any:
+                startup: float, memory_limit: str | int | None,
+                jax_x64: bool = True) -> ImplementationRun:
     """One implementation's run, in a worker (or in-process); notes are appended."""
-    in_process = not isolate or target.spec is None
-    if in_process:
-        worker: Any = InProcessWorker(target.adapter)
+    spec = target.spec if isolate else None
+    in_process = spec is None
+    limit: int | None = None
+    if spec is None:
+        worker: Worker = InProcessWorker(target.adapter)
     else:
-        gpu = on_gpu(str(target.adapter.backend_name), target.spec.device)
+        gpu = on_gpu(str(target.adapter.backend_name), spec.device)
         limit = resolve_memory_limit(memory_limit, gpu=gpu)
-        worker = WorkerProcess(target.spec, startup_timeout=startup, memory_limit=limit,
+        worker = WorkerProcess(spec, startup_timeout=startup, memory_limit=limit,
                                jax_x64=jax_x64)
     deviations = tuple(getattr(target.adapter, "deviations", ()))
     try:
@@ -297,7 +304,7 @@ def _run_target(target: _Target, cases: list[Case], cache: CaseCache, emit: Any,
                                      emit=emit, skip=skip, deviations=deviations)
     else:
         if (not in_process and outcome.info.unavailable is None
-                and isinstance(memory_limit, str) and worker.memory_limit is None
+                and isinstance(memory_limit, str) and limit is None
                 and memory_limit.strip().lower() == AUTO):
             notes.append(f"{target.name}: no memory limit (it runs on a GPU; give "
                          f"--memory-limit to set one)")
@@ -334,7 +341,7 @@ def _cases(*, full: bool, seed: int, dtypes: list[str] | None,
     return cases
 
 
-def _targets(targets: Any, *, backend: str, device: str | None,
+def _targets(targets: Any, *, backend: str | None, device: str | None,
              capabilities: Any) -> tuple[list[_Target], list[str]]:
     """The implementations to run, and notes on built-ins left out."""
     from .adapters import resolve

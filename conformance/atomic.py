@@ -22,7 +22,7 @@ __all__ = ["atomic_open", "write_bytes", "write_text"]
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = "w", *, encoding: str | None = "utf-8",
+def atomic_open(path: str | os.PathLike[str], mode: str = "w", *, encoding: str | None = "utf-8",
                 sync: bool = True) -> Iterator[IO[Any]]:
     """Open a temporary file beside ``path``; on a clean exit it replaces ``path``.
 
@@ -56,7 +56,9 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", *, encoding: str | Non
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
                  0o666)
     try:
-        with os.fdopen(fd, mode, **({"encoding": encoding} if mode == "w" else {})) as fh:
+        opened: IO[Any] = (os.fdopen(fd, "w", encoding=encoding) if mode == "w"
+                           else os.fdopen(fd, "wb"))
+        with opened as fh:
             yield fh
             fh.flush()
             if sync:
@@ -68,13 +70,13 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", *, encoding: str | Non
         raise
 
 
-def write_text(path: str | os.PathLike, text: str, *, encoding: str = "utf-8") -> None:
+def write_text(path: str | os.PathLike[str], text: str, *, encoding: str = "utf-8") -> None:
     """Replace ``path`` with ``text``, atomically (see :func:`atomic_open`)."""
     with atomic_open(path, "w", encoding=encoding) as fh:
         fh.write(text)
 
 
-def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Replace ``path`` with ``data``, atomically (see :func:`atomic_open`)."""
     with atomic_open(path, "wb") as fh:
         fh.write(data)

@@ -15,6 +15,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the command line imports what a command needs, when it runs
+    from .report import Report
 
 __all__ = ["main"]
 
@@ -40,8 +44,9 @@ def _parser() -> argparse.ArgumentParser:
                     "attnspec.scaled_dot_product_attention's signature.",
     )
     check.add_argument("targets", nargs="*", metavar="TARGET")
-    check.add_argument("--backend", default="numpy",
-                       help="backend whose arrays a module:callable takes (default: numpy)")
+    check.add_argument("--backend", default=None,
+                       help="backend whose arrays a module:callable takes (default: numpy; "
+                            "built-in adapters run on their own)")
     check.add_argument("--device", default=None, help="device for the backend (e.g. cuda)")
     check.add_argument("--dtype", action="append", dest="dtypes", metavar="DTYPE",
                        choices=("float64", "float32", "float16", "bfloat16"),
@@ -89,7 +94,7 @@ def _parser() -> argparse.ArgumentParser:
                     "came back (exit 1 when it fails). --run runs it here instead.")
     repro.add_argument("case_id", metavar="CASE_ID")
     repro.add_argument("target", metavar="TARGET")
-    repro.add_argument("--backend", default="numpy")
+    repro.add_argument("--backend", default=None)
     repro.add_argument("--device", default=None)
     repro.add_argument("--capabilities", type=Path)
     repro.add_argument("--seed", type=int, default=0)
@@ -148,7 +153,7 @@ def _use_color(choice: str) -> bool:
     return choice == "always"
 
 
-def _write_outputs(report, args: argparse.Namespace) -> None:
+def _write_outputs(report: Report, args: argparse.Namespace) -> None:
     """The reports asked for, each written atomically (``atomic.write_text``)."""
     from .atomic import write_text
     from .html import to_html
@@ -162,7 +167,7 @@ def _write_outputs(report, args: argparse.Namespace) -> None:
         write_text(args.html, to_html(report))
 
 
-def _write_partial(report, args: argparse.Namespace) -> None:
+def _write_partial(report: Report, args: argparse.Namespace) -> None:
     """The reports of an interrupted run; a second Ctrl-C waits until they are written (a
     fraction of a second) rather than leave the run with no report at all."""
     import signal
@@ -223,7 +228,7 @@ def _check(args: argparse.Namespace) -> int:
     return report.exit_code
 
 
-def _explore(report, args: argparse.Namespace) -> None:
+def _explore(report: Report, args: argparse.Namespace) -> None:
     """Run ``--explore`` on each target; a shrunk failure joins the report's results."""
     from .explore import explore
 

@@ -152,7 +152,7 @@ def coverage(info: ImplementationInfo | None, results: list[CaseResult],
         families = {op_family(op) for op in info.ops}
         results = [r for r in results if op_family(r.op) in families]
     cov = Coverage(name, cases=len(results), declared=info is not None)
-    in_run_by_op: Counter = Counter()
+    in_run_by_op: Counter[str] = Counter()
     rules_in_run: set[str] = set()
     for r in results:
         in_run_by_op[op_family(r.op)] += 1
@@ -183,7 +183,7 @@ def coverage(info: ImplementationInfo | None, results: list[CaseResult],
     for rule in RULES:
         if rule in rules_in_run and rule not in cov.claimed:
             cov.unclaimed[rule] = why_unclaimed(rule)
-    causes: Counter = Counter()
+    causes: Counter[str] = Counter()
     for r in results:
         if not r.outcome.graded:
             causes.update(_cause(r))
@@ -196,7 +196,7 @@ def _gap_reason(rule: str, results: list[CaseResult]) -> str:
     """Why none of a claimed rule's cases was graded through it."""
     if not results:
         return "the run has no case of it"
-    causes: Counter = Counter()
+    causes: Counter[str] = Counter()
     for r in results:
         if r.outcome.graded:
             causes[(r.not_graded or {}).get(rule, "graded without evidence")] += 1
@@ -210,14 +210,14 @@ def _advice(cov: Coverage, results: list[CaseResult]) -> list[str]:
     """What would close the gaps: the undeclared features their cases need most."""
     if cov.sufficient:
         return []
-    wanted: Counter = Counter()
+    wanted: Counter[str] = Counter()
     for r in results:
         if r.outcome.graded or not r.missing:
             continue
         if cov.gaps and not set(r.rules) & set(cov.gaps):
             continue
         wanted.update(r.missing)
-    dtypes: Counter = Counter(
+    dtypes: Counter[str] = Counter(
         r.message.rsplit(" ", 1)[-1] for r in results
         if not r.outcome.graded and r.message.startswith("does not declare dtype ")
         and (not cov.gaps or set(r.rules) & set(cov.gaps)))

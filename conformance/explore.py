@@ -20,9 +20,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+from .case_params import params_for
 from .cases import Case
-from .catalog import _slug, required_features
+from .catalog import required_features
 from .results import CaseResult, Outcome
+from .variants import _slug
 
 __all__ = ["Exploration", "explore", "rules_of"]
 
@@ -102,7 +104,7 @@ def _size(batch: list[int]) -> int:
 
 def _case(params: dict[str, Any], dtype: str, seed: int = 0) -> Case:
     return Case(id=f"explore/{_slug(params)}/{dtype}", op="attention", rules=rules_of(params),
-                dtype=dtype, params=params,
+                dtype=dtype, params=params_for("attention", params),
                 features=required_features("attention", params, dtype), base_seed=seed)
 
 
@@ -131,7 +133,7 @@ class Exploration:
     script: str = ""
 
 
-def explore(target: str, *, examples: int = 100, backend: str = "numpy",
+def explore(target: str, *, examples: int = 100, backend: str | None = None,
             device: str | None = None, dtypes: Iterable[str] | None = None,
             capabilities: Any = None, seed: int = 0, stream: TextIO | None = None
             ) -> Exploration:
@@ -147,7 +149,7 @@ def explore(target: str, *, examples: int = 100, backend: str = "numpy",
     allowed = [d for d in adapter.dtypes() if not dtypes or d in set(dtypes)]
     if not allowed or "attention" not in adapter.ops:
         print(f"explore {target}: nothing to explore (no attention in a dtype it declares "
-              f"on {backend})", file=stream)
+              f"on {adapter.backend_name})", file=stream)
         return Exploration(0, None)
     features = frozenset(adapter.features)
 

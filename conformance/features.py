@@ -76,6 +76,11 @@ KEYWORDS: dict[str, tuple[str, ...]] = {
     "weights": ("return_weights",),
 }
 
+#: Every option keyword of the call (no return flags), in a stable order: what adapters
+#: forward to the implementation when a case holds it.
+CALL_OPTIONS: tuple[str, ...] = tuple(dict.fromkeys(
+    k for names in KEYWORDS.values() for k in names if not k.startswith("return_")))
+
 #: Features a declared constraint (``exclusive``) may name: the options of a call.
 OPTIONS = frozenset({"scale", "softcap", "mask", "bias", "causal", "causal_lower_right",
                      "window", "kv_lengths", "q_lengths", "dropout"})

@@ -21,7 +21,8 @@ import numpy as np
 
 import attnspec
 
-from .cases import SOFTMAX_OPS, Case
+from .case_params import AttentionParams
+from .cases import SOFTMAX_OPS, Case, Inputs
 from .precision import round_to, working_dtype
 
 __all__ = ["GoldenMismatchError", "golden", "naive"]
@@ -33,20 +34,19 @@ class GoldenMismatchError(AssertionError):
     """The float64 golden disagrees with an independent closed form (a bug in attnspec)."""
 
 
-def _options(inputs: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in inputs.items() if k not in ("query", "key", "value")
-            and not k.startswith("__")}
+def _options(inputs: Inputs) -> dict[str, Any]:
+    return {k: v for k, v in inputs.items() if k not in ("query", "key", "value")}
 
 
-def golden(case: Case, inputs: dict[str, Any]) -> Outputs:
+def golden(case: Case, inputs: Inputs) -> Outputs:
     """float64 outputs the case's implementation must reproduce, closed-form checked."""
     # Cases feed NaN and inf on purpose; NumPy's warnings about them are noise here.
     with np.errstate(all="ignore"):
         return _golden(case, inputs)
 
 
-def _golden(case: Case, inputs: dict[str, Any]) -> Outputs:
-    base = inputs.get("__base__", inputs)
+def _golden(case: Case, inputs: Inputs) -> Outputs:
+    base = inputs.originals
     if case.op in SOFTMAX_OPS:
         func = getattr(attnspec, case.op)
         kwargs = {k: v for k, v in base.items() if k in ("axis", "where")}
@@ -60,25 +60,25 @@ def _golden(case: Case, inputs: dict[str, Any]) -> Outputs:
         **_options(base),
     )
     result = {"out": out, "lse": lse, "weights": weights}
-    if case.params.get("backward"):
+    if case.backward:
         from .gradients import check_finite_differences, golden_gradients
 
-        grads = golden_gradients(dict(case.params), base)
+        grads = golden_gradients(case.params, base)
         problem = check_finite_differences(base, grads, seed=case.seed)
         if problem:
             raise GoldenMismatchError(f"{case.id}: the golden gradients disagree with central "
                                       f"differences of the golden forward: {problem}")
         result.update(grads)
-    transform = case.params.get("transform")
-    if transform == "shift":
-        result["lse"] = lse + case.params["shift"]
-    elif transform == "permute":
-        result["weights"] = weights[..., inputs["__permutation__"]]
+    p = case.params
+    if isinstance(p, AttentionParams) and p.transform == "shift":
+        result["lse"] = lse + p.shift
+    elif isinstance(p, AttentionParams) and p.transform == "permute":
+        result["weights"] = weights[..., inputs.permutation]
     _check_closed_forms(case, base, result)
     return result
 
 
-def _check_closed_forms(case: Case, inputs: dict[str, Any], result: Outputs) -> None:
+def _check_closed_forms(case: Case, inputs: Inputs, result: Outputs) -> None:
     closed = closed_form(case, inputs)
     for name, expected in closed.items():
         if not np.allclose(result[name], expected, rtol=1e-12, atol=1e-12, equal_nan=True):
@@ -88,7 +88,7 @@ def _check_closed_forms(case: Case, inputs: dict[str, Any], result: Outputs) -> 
             )
 
 
-def closed_form(case: Case, inputs: dict[str, Any]) -> Outputs:
+def closed_form(case: Case, inputs: Inputs) -> Outputs:
     """Closed-form ``out`` (and ``lse``) for the cases that have one; ``{}`` otherwise."""
     p = case.params
     if case.op != "attention" or p.get("poison") or p.get("dropout_p"):
@@ -121,7 +121,7 @@ def closed_form(case: Case, inputs: dict[str, Any]) -> Outputs:
     return {}
 
 
-def naive(case: Case, inputs: dict[str, Any]) -> Outputs:
+def naive(case: Case, inputs: Inputs) -> Outputs:
     """The textbook computation in the case's dtype, each operation rounded to it."""
     dtype = case.dtype
     wd = working_dtype(dtype)
@@ -149,11 +149,11 @@ def naive(case: Case, inputs: dict[str, Any]) -> Outputs:
         return {"out": out}
     if case.op == "mha":
         with np.errstate(all="ignore"):
-            args = {k: (r(v) if isinstance(v, np.ndarray) else v) for k, v in inputs.items()
-                    if not k.startswith("__")}
-            out = attnspec.multi_head_attention(args.pop("query"), args.pop("key"),
+            args: dict[str, Any] = {k: (r(v) if isinstance(v, np.ndarray) else v)
+                                    for k, v in inputs.items()}
+            mha = attnspec.multi_head_attention(args.pop("query"), args.pop("key"),
                                                 args.pop("value"), **args)
-        return {"out": r(out)}
+        return {"out": r(mha)}
     return _naive_attention(case, inputs, r)
 
 
@@ -165,15 +165,15 @@ def _scores(q: np.ndarray, k: np.ndarray, dtype: str) -> np.ndarray:
     correct float64 kernel with another summation order shows (measured: torch SDPA at logit
     magnitude 30-100, 1.2-1.9x the former bound, 12-18x the former naive error)."""
     if dtype != "float64":
-        return np.matmul(q, np.swapaxes(k, -1, -2))
+        return np.asarray(np.matmul(q, np.swapaxes(k, -1, -2)))
     terms = q[..., :, None, :] * k[..., None, :, :]  # (..., Lq, Lk, D)
     total = np.zeros(terms.shape[:-1])
     for index in range(terms.shape[-1]):
         total = total + terms[..., index]
-    return total
+    return np.asarray(total)
 
 
-def _naive_attention(case: Case, inputs: dict[str, Any], r: Any) -> Outputs:
+def _naive_attention(case: Case, inputs: Inputs, r: Any) -> Outputs:
     p = case.params
     group = p["hq"] // p["hkv"]
     q = r(inputs["query"])
@@ -205,8 +205,8 @@ def _naive_attention(case: Case, inputs: dict[str, Any], r: Any) -> Outputs:
         lse = np.squeeze(m + np.log(total), -1).astype(np.float64 if case.dtype == "float64"
                                                        else np.float32)
     result = {"out": out, "lse": lse, "weights": weights}
-    if p.get("backward"):
+    if case.backward:
         from .gradients import naive_gradients
 
-        result.update(naive_gradients(dict(p), inputs, case.dtype))
+        result.update(naive_gradients(p, inputs, case.dtype))
     return result

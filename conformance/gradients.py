@@ -1,7 +1,7 @@
 """Golden and naive gradients of attention, and their finite-difference check.
 
 A gradient case (``params["backward"]``) asks an implementation for the vector-Jacobian
-product of ``out`` with a random cotangent ``dO`` (``inputs["__cotangent__"]``, drawn from
+product of ``out`` with a random cotangent ``dO`` (``inputs.cotangent``, drawn from
 the case's seed and rounded to its dtype): ``dq``, ``dk``, ``dv`` and, where the case has a
 bias and the implementation differentiates it, ``dbias``.
 
@@ -31,13 +31,14 @@ attends are zeroed before they enter a product.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
 import attnspec
 
+from .case_inputs import Inputs
 from .precision import round_to, working_dtype
 
 __all__ = ["GRAD_OUTPUTS", "WRT", "attention_vjp", "check_finite_differences",
@@ -70,7 +71,7 @@ def _group_sum(x: np.ndarray, hkv: int, r: Callable[[Any], np.ndarray]) -> np.nd
     return r(x.reshape(*x.shape[:-3], hkv, group, *x.shape[-2:]).sum(axis=-3))
 
 
-def attention_vjp(params: dict[str, Any], inputs: dict[str, Any], wd: Any,
+def attention_vjp(params: Mapping[str, Any], inputs: Inputs, wd: Any,
                   r: Callable[[Any], np.ndarray]) -> dict[str, np.ndarray]:
     """``out`` and the gradients of ``sum(dO * out)`` w.r.t. query, key, value (and bias).
 
@@ -79,7 +80,7 @@ def attention_vjp(params: dict[str, Any], inputs: dict[str, Any], wd: Any,
     params : dict
         The case's parameters (``hq``, ``hkv``, ``lq``, ``lk``, ``dk``, ...).
     inputs : dict
-        The case's inputs (``make_inputs``), with ``__cotangent__``.
+        The case's inputs (``make_inputs``), with a ``cotangent``.
     wd : NumPy dtype
         The working dtype every intermediate is held in.
     r : callable
@@ -96,7 +97,7 @@ def attention_vjp(params: dict[str, Any], inputs: dict[str, Any], wd: Any,
         return np.swapaxes(x, -1, -2)
 
     q, k, v = a(inputs["query"]), a(inputs["key"]), a(inputs["value"])
-    dout = a(inputs["__cotangent__"])
+    dout = a(inputs.cotangent)
     keep = attnspec.attention_mask(
         p["lq"], p["lk"], mask=inputs.get("mask"), causal=bool(inputs.get("causal")),
         window=inputs.get("window"), alignment=inputs.get("alignment", "upper_left"),
@@ -112,7 +113,7 @@ def attention_vjp(params: dict[str, Any], inputs: dict[str, Any], wd: Any,
         bias = a(inputs["bias"])
         attended = attended & (np.broadcast_to(bias, scores_shape) > -np.inf)
     # Rows of K and V that no query row of the head attends take no part (ATT-LEAK-2).
-    unused = ~attended.any(axis=-2)[..., None]  # (*batch, Hq, Lk, 1)
+    unused = ~np.asarray(attended.any(axis=-2))[..., None]  # (*batch, Hq, Lk, 1)
     kr = np.where(unused, 0, kr).astype(wd)
     vr = np.where(unused, 0, vr).astype(wd)
     scale = inputs.get("scale") or 1.0 / math.sqrt(p["dk"])
@@ -157,7 +158,7 @@ def attention_vjp(params: dict[str, Any], inputs: dict[str, Any], wd: Any,
     return result
 
 
-def golden_gradients(params: dict[str, Any], inputs: dict[str, Any]) -> dict[str, np.ndarray]:
+def golden_gradients(params: Mapping[str, Any], inputs: Inputs) -> dict[str, np.ndarray]:
     """The golden ``dq``, ``dk``, ``dv`` (``dbias``) in float64, computed in extended
     precision."""
     result = attention_vjp(params, inputs, GOLDEN_DTYPE, lambda x: x)
@@ -165,7 +166,7 @@ def golden_gradients(params: dict[str, Any], inputs: dict[str, Any]) -> dict[str
             if name in result}
 
 
-def naive_gradients(params: dict[str, Any], inputs: dict[str, Any],
+def naive_gradients(params: Mapping[str, Any], inputs: Inputs,
                     dtype: str) -> dict[str, np.ndarray]:
     """The naive backward in ``dtype``, every operation rounded to it."""
     wd = working_dtype(dtype)
@@ -178,17 +179,17 @@ def naive_gradients(params: dict[str, Any], inputs: dict[str, Any],
     return {name: result[name] for name in GRAD_OUTPUTS if name in result}
 
 
-def _loss(inputs: dict[str, Any], arrays: dict[str, np.ndarray]) -> float:
+def _loss(inputs: Inputs, arrays: dict[str, np.ndarray]) -> float:
     """``sum(dO * out)`` of attnspec's float64 forward at ``arrays`` (the golden forward)."""
     options = {k: v for k, v in inputs.items()
-               if k not in ("query", "key", "value") and not k.startswith("__")}
+               if k not in ("query", "key", "value")}
     options.update({k: v for k, v in arrays.items() if k == "bias"})
     out = attnspec.scaled_dot_product_attention(arrays["query"], arrays["key"],
                                                 arrays["value"], **options)
-    return math.fsum((np.asarray(out) * inputs["__cotangent__"]).ravel().tolist())
+    return math.fsum((np.asarray(out) * inputs.cotangent).ravel().tolist())
 
 
-def check_finite_differences(inputs: dict[str, Any], grads: dict[str, np.ndarray], *,
+def check_finite_differences(inputs: Inputs, grads: dict[str, np.ndarray], *,
                              directions: int = 2, seed: int = 0,
                              step: float = 1e-6, rtol: float = 1e-6) -> str | None:
     """Compare the directional derivative ``<grad, d>`` with a central difference of the

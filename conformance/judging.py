@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .bits import bit_difference
-from .cases import Case
+from .cases import Case, CaseKind
 from .claims import evidence
 from .messages import RaisedError, Reply
 from .references import Prepared
@@ -57,7 +57,7 @@ def _judge(case: Case, reply: Reply, prepared: Prepared) -> Verdict:
         return Verdict(Outcome.CRASH, reply.message)
     if case.expect != "value":
         if reply.kind == "raised":
-            if reply.error.is_a(case.expect):
+            if reply.error is not None and reply.error.is_a(case.expect):
                 return Verdict(Outcome.PASS, f"raised {reply.error}")
             return Verdict(Outcome.FAIL, f"expected {case.expect}, got {reply.error}")
         if reply.kind == "bad":
@@ -71,11 +71,12 @@ def _judge(case: Case, reply: Reply, prepared: Prepared) -> Verdict:
     from .tolerance import grade
 
     output = reply.value
-    if case.params.get("repeat"):
+    if case.kind is CaseKind.DETERMINISM:
         return _judge_repeats(case, output)
     try:
         with quiet():
-            g = grade(case, output.outputs, output.dtypes, prepared.golden, prepared.naive)
+            g = grade(case, output.outputs, output.dtypes, prepared.golden or {},
+                      prepared.naive or {})
     except Exception as exc:
         return Verdict(Outcome.ERROR, f"internal error of attnspec while grading: "
                                       f"{RaisedError.from_exception(exc)}")
@@ -90,7 +91,7 @@ def _judge(case: Case, reply: Reply, prepared: Prepared) -> Verdict:
 def _judge_repeats(case: Case, output: Any) -> Verdict:
     """ATT-DET-1: every repeated call returned the first call's outputs, bit for bit."""
     runs = [output.outputs, *getattr(output, "repeats", [])]
-    wanted = int(case.params["repeat"])
+    wanted = case.repeats
     names = ", ".join(output.outputs)
     if len(runs) != wanted:
         return Verdict(Outcome.ERROR, f"{len(runs)} runs came back, {wanted} were made")

@@ -34,7 +34,6 @@ MIN_DEFAULT = 2 << 30
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1000, "kib": 1 << 10, "m": 1 << 20,
           "mb": 1000 ** 2, "mib": 1 << 20, "g": 1 << 30, "gb": 1000 ** 3, "gib": 1 << 30,
           "t": 1 << 40, "tb": 1000 ** 4, "tib": 1 << 40}
-_GPU_WORDS = ("cuda", "gpu", "cupy", "rocm", "hip", "mps", "xpu", "tpu")
 
 
 def default_memory_limit() -> int:
@@ -87,9 +86,14 @@ def format_size(size: int | None) -> str:
 
 
 def on_gpu(backend_name: str, device: str | None = None) -> bool:
-    """Whether an adapter on ``backend_name`` (and ``device``) runs on a GPU."""
-    text = f"{backend_name} {device or ''}".lower()
-    return any(word in text for word in _GPU_WORDS)
+    """Whether an adapter on ``backend_name`` (and ``device``) runs on a GPU (an
+    accelerator): the backend's answer, :func:`attnspec.backends.device_kind`."""
+    from attnspec.backends import ACCELERATOR, device_kind, names
+
+    if backend_name in names():
+        return device_kind(backend_name, device) == ACCELERATOR
+    # Not a registered backend: only the names can tell.
+    return device_kind(None, f"{backend_name} {device or ''}") == ACCELERATOR
 
 
 def resolve_memory_limit(requested: str | int | None, *, gpu: bool) -> int | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Mapping
 
 from . import views
 from .report import Report
@@ -84,7 +85,7 @@ def to_markdown(report: Report) -> str:
     header = ["implementation", "backend", "device"] + [label for _, label in views.OUTCOMES]
     rows = []
     for name in names:
-        c = counts.get(name, {})
+        c: Mapping[str, int] = counts.get(name, {})
         i = info.get(name)
         row = [_code(name), _cell(i.backend if i else ""), _cell(i.device if i else "")]
         if i is not None and i.unavailable:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from .cases import Case
+from .cases import Case, Inputs
 
 __all__ = ["TRACEBACK_LINES", "AdapterSpec", "RaisedError", "Reply", "ReplyKind", "Request",
            "RequestKind", "Started"]
@@ -109,11 +109,11 @@ class Request:
 
     kind: RequestKind
     case: Case | None = None
-    inputs: dict[str, Any] | None = None
+    inputs: Inputs | None = None
     seq: int = 0
 
     @classmethod
-    def of(cls, request: Request | tuple) -> Request:
+    def of(cls, request: Request | tuple[Any, ...]) -> Request:
         """A :class:`Request` from itself or the tuple form (``("run", case, inputs)``,
         ``("fingerprint",)``, ``("libraries",)``) that callers in-process use."""
         if isinstance(request, Request):
@@ -144,7 +144,7 @@ class AdapterSpec:
     """
 
     target: str | None = None
-    backend: str = "numpy"
+    backend: str | None = None  # None: no backend chosen (adapters.DEFAULT_BACKEND)
     device: str | None = None
     capabilities: Any = None
     pickled: bytes | None = None

@@ -9,7 +9,17 @@ passing fails the session), as is an entry of ``--attnspec-xfail-file``.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
 import pytest
+
+if TYPE_CHECKING:  # pytest loads the plugin at start-up: the suite is imported on collection
+    from .adapters.base import Adapter
+    from .cases import Case
+    from .results import CaseResult
+    from .xfail import XfailEntry
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -17,7 +27,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--attnspec-impl", action="append", default=[], metavar="TARGET",
                     help="grade TARGET (a built-in adapter name or module:callable) against "
                          "the attnspec spec; repeatable")
-    group.addoption("--attnspec-backend", default="numpy", metavar="NAME",
+    group.addoption("--attnspec-backend", default=None, metavar="NAME",
                     help="backend whose arrays module:callable targets take (default numpy)")
     group.addoption("--attnspec-full", action="store_true",
                     help="use the full case catalog instead of the representative subset")
@@ -30,7 +40,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 class AttnspecItem(pytest.Item):
     """One conformance case for one implementation."""
 
-    def __init__(self, *, adapter, case, results, xfail_reason=None, **kwargs) -> None:
+    def __init__(self, *, adapter: Adapter, case: Case, results: list[CaseResult],
+                 xfail_reason: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.adapter = adapter
         self.case = case
@@ -67,14 +78,15 @@ class AttnspecItem(pytest.Item):
             pytest.fail(f"{case.id} [{', '.join(case.rules)}] "
                         f"{verdict.outcome.value}: {verdict.message}", pytrace=False)
 
-    def reportinfo(self):
+    def reportinfo(self) -> tuple[os.PathLike[str] | str, int | None, str]:
         return self.path, None, f"{self.adapter.name}::{self.case.id}"
 
 
 class AttnspecCoverageItem(pytest.Item):
     """The last item of an implementation: its coverage suffices for a verdict."""
 
-    def __init__(self, *, adapter, results, partial=False, **kwargs) -> None:
+    def __init__(self, *, adapter: Adapter, results: list[CaseResult], partial: bool = False,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.adapter = adapter
         self.results = results
@@ -93,18 +105,18 @@ class AttnspecCoverageItem(pytest.Item):
             pytest.fail(f"{self.adapter.name}: INSUFFICIENT COVERAGE: {cov.problem()}",
                         pytrace=False)
 
-    def reportinfo(self):
+    def reportinfo(self) -> tuple[os.PathLike[str] | str, int | None, str]:
         return self.path, None, f"{self.adapter.name}::coverage"
 
 
 class AttnspecCollector(pytest.Collector):
     """The cases of one implementation (collected in-process: a crash ends the session)."""
 
-    def __init__(self, *, target: str, **kwargs) -> None:
+    def __init__(self, *, target: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.target = target
 
-    def collect(self):
+    def collect(self) -> Iterator[pytest.Item]:
         from .adapters import resolve
         from .catalog import catalog, select
 
@@ -114,7 +126,7 @@ class AttnspecCollector(pytest.Collector):
         cases = list(select(catalog(full=config.getoption("--attnspec-full")),
                             config.getoption("--attnspec-select")))
         xfails = _xfails(config)
-        results: list = []
+        results: list[CaseResult] = []
         for case in cases:
             item = AttnspecItem.from_parent(
                 self, name=case.id, adapter=adapter, case=case, results=results,
@@ -123,15 +135,15 @@ class AttnspecCollector(pytest.Collector):
             if reason:
                 item.add_marker(pytest.mark.skip(reason=f"{adapter.name}: {reason}"))
             yield item
-        item = AttnspecCoverageItem.from_parent(
+        last = AttnspecCoverageItem.from_parent(
             self, name="coverage", adapter=adapter, results=results,
             partial=bool(config.getoption("--attnspec-select")))
         if reason:
-            item.add_marker(pytest.mark.skip(reason=f"{adapter.name}: {reason}"))
-        yield item
+            last.add_marker(pytest.mark.skip(reason=f"{adapter.name}: {reason}"))
+        yield last
 
 
-def _xfails(config: pytest.Config) -> list:
+def _xfails(config: pytest.Config) -> list[XfailEntry]:
     path = config.getoption("--attnspec-xfail-file")
     if not path:
         return []
@@ -140,7 +152,8 @@ def _xfails(config: pytest.Config) -> list:
     return load_xfails(path)
 
 
-def _xfail_reason(entries: list, implementation: str, case_id: str) -> str | None:
+def _xfail_reason(entries: list[XfailEntry], implementation: str,
+                  case_id: str) -> str | None:
     for entry in entries:
         if entry.matches(implementation, case_id):
             return entry.reason or "listed in the xfail file"
@@ -152,7 +165,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
-                                  items: list) -> None:
+                                  items: list[pytest.Item]) -> None:
     for target in config.getoption("--attnspec-impl"):
         collector = AttnspecCollector.from_parent(session, name=f"attnspec[{target}]",
                                                   target=target)

@@ -26,17 +26,18 @@ def round_bfloat16(x: Any) -> np.ndarray:
     rounded = (bits + np.uint32(0x7FFF) + lsb) & np.uint32(0xFFFF0000)
     # NaN must stay NaN (the carry could turn a NaN payload into inf).
     rounded = np.where(np.isnan(f), np.uint32(0x7FC00000), rounded)
-    return rounded.astype(np.uint32).view(np.float32)
+    out: np.ndarray = rounded.astype(np.uint32).view(np.float32)
+    return out
 
 
 def round_to(x: Any, dtype: str) -> np.ndarray:
     """``x`` rounded to ``dtype`` and held in float64 (exactly representable there)."""
-    x = np.asarray(x, dtype=np.float64)
     if dtype == "float64":
-        return x.copy()
+        return np.array(x, dtype=np.float64)  # a copy, as from the other dtypes
+    x64: np.ndarray = np.asarray(x, dtype=np.float64)
     if dtype == "bfloat16":
-        return round_bfloat16(x).astype(np.float64)
-    return x.astype(dtype).astype(np.float64)
+        return round_bfloat16(x64).astype(np.float64)
+    return x64.astype(dtype).astype(np.float64)
 
 
 def working_dtype(dtype: str) -> Any:

@@ -14,7 +14,9 @@ import sys
 import tempfile
 import time
 import weakref
-from typing import Any
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Any, Protocol
 
 from .cases import Case
 from .limits import format_size
@@ -47,8 +49,10 @@ class WorkerStartError(RuntimeError):
         self.unpickle = unpickle
 
 
-def _death(process: Any) -> str:
+def _death(process: BaseProcess | None) -> str:
     """``exit code 3`` / ``signal SIGSEGV`` for a process that has ended."""
+    if process is None:
+        return "no process"  # killed meanwhile, from another thread
     process.join(5)
     code = process.exitcode
     if code is None:
@@ -166,8 +170,8 @@ class WorkerProcess:
         self.memory_limit = memory_limit
         self.jax_x64 = jax_x64
         self._context = multiprocessing.get_context("spawn")
-        self._process: Any = None
-        self._conn: Any = None
+        self._process: BaseProcess | None = None
+        self._conn: Connection | None = None
         self._capture: OutputCapture | None = OutputCapture() if capture else None
         self._seq = 0  # the last request's number
 
@@ -229,7 +233,7 @@ class WorkerProcess:
         payload["output"] = self._output()
         return payload
 
-    def _wait(self, conn: Any, timeout: float) -> bool:
+    def _wait(self, conn: Connection, timeout: float) -> bool:
         """``conn.poll(timeout)``, in slices, keeping the capture file small meanwhile."""
         deadline = time.monotonic() + timeout
         while True:
@@ -241,7 +245,7 @@ class WorkerProcess:
             if remaining <= POLL_INTERVAL:
                 return conn.poll(0)
 
-    def request(self, request: Request | tuple, timeout: float) -> Reply:
+    def request(self, request: Request | tuple[Any, ...], timeout: float) -> Reply:
         """Send ``request`` (numbered here) and wait up to ``timeout`` seconds; a dead or
         hung worker gives ``Reply("crash")`` / ``Reply("timeout")`` and is gone afterwards,
         and so is one whose reply answers another request (its pipe is out of step). The
@@ -251,7 +255,7 @@ class WorkerProcess:
             return Reply("crash", message="the worker is not running")
         self._seq += 1
         request = dataclasses.replace(Request.of(request), seq=self._seq)
-        reply: Any = None
+        reply: Reply | None = None
         try:
             conn.send(request)
             if self._wait(conn, timeout):
@@ -297,10 +301,11 @@ class WorkerProcess:
 
     def close(self) -> None:
         """Ask the worker to stop, and kill it if it does not."""
-        if self._conn is not None and self.alive:
+        process, conn = self._process, self._conn
+        if conn is not None and process is not None and process.is_alive():
             with contextlib.suppress(OSError, ValueError):
-                self._conn.send(Request(RequestKind.STOP))
-            self._process.join(5)
+                conn.send(Request(RequestKind.STOP))
+            process.join(5)
         self.kill()
 
     def discard(self) -> None:
@@ -308,6 +313,22 @@ class WorkerProcess:
         self.close()
         if self._capture is not None:
             self._capture.close()
+
+
+class Worker(Protocol):
+    """What the case loop needs of a worker, isolated (:class:`WorkerProcess`) or not
+    (:class:`InProcessWorker`)."""
+
+    @property
+    def alive(self) -> bool: ...
+
+    def start(self, cases: list[Case] | None = None) -> dict[str, Any]: ...
+
+    def request(self, request: Request | tuple[Any, ...], timeout: float) -> Reply: ...
+
+    def kill(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class InProcessWorker:
@@ -326,7 +347,7 @@ class InProcessWorker:
             raise WorkerStartError(f"the adapter could not describe itself: "
                                    f"{RaisedError.from_exception(exc)}", Outcome.ERROR) from exc
 
-    def request(self, request: Request | tuple, timeout: float) -> Reply:
+    def request(self, request: Request | tuple[Any, ...], timeout: float) -> Reply:
         return handle(self.adapter, request)
 
     def kill(self) -> None:

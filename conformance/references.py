@@ -4,11 +4,10 @@ implementation, in the parent, before any implementation's code runs."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
-from .cases import Case, make_inputs
+from .cases import Case, CaseKind, Inputs, make_inputs
 from .messages import RaisedError
 from .worker import quiet
 
@@ -19,7 +18,7 @@ __all__ = ["CaseCache", "Prepared", "prepare"]
 class Prepared:
     """A case's inputs and references (``error`` set when attnspec itself failed)."""
 
-    inputs: dict[str, Any] | None = None
+    inputs: Inputs | None = None
     golden: dict[str, np.ndarray] | None = None
     naive: dict[str, np.ndarray] | None = None
     error: str | None = None
@@ -50,7 +49,7 @@ def prepare(case: Case) -> Prepared:
                               f"{RaisedError.from_exception(exc)}")
     if case.expect != "value":
         return Prepared(inputs=inputs)
-    if case.params.get("repeat"):
+    if case.kind is CaseKind.DETERMINISM:
         # A determinism case compares an implementation's calls with each other, not with
         # a reference (the values are graded by the other cases).
         return Prepared(inputs, {}, {})

@@ -118,9 +118,9 @@ class Report:
         return [f"{name}: {cov.problem()}" for name, cov in found.items()
                 if not cov.sufficient]
 
-    def counts(self) -> dict[str, Counter]:
+    def counts(self) -> dict[str, Counter[str]]:
         """Outcome counts per implementation."""
-        counts: dict[str, Counter] = {}
+        counts: dict[str, Counter[str]] = {}
         for r in self.results:
             counts.setdefault(r.implementation, Counter())[r.outcome.value] += 1
         return counts

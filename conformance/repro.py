@@ -27,7 +27,7 @@ from .cases import Case
 __all__ = ["command", "find_case", "reproducer", "run_case"]
 
 
-def command(case_id: str, target: str, *, backend: str = "numpy", device: str | None = None,
+def command(case_id: str, target: str, *, backend: str | None = None, device: str | None = None,
             capabilities: Any = None, seed: int = 0, op: str | None = None,
             params: Mapping[str, Any] | None = None) -> str:
     """The ``attnspec repro`` command line that prints the reproducer of a case.
@@ -36,7 +36,9 @@ def command(case_id: str, target: str, *, backend: str = "numpy", device: str | 
     go into the command. ``capabilities`` appear when they are a file path (a mapping given
     in Python cannot be).
     """
-    parts = ["attnspec", "repro", case_id, target, "--backend", backend]
+    parts = ["attnspec", "repro", case_id, target]
+    if backend is not None:
+        parts += ["--backend", backend]
     if device:
         parts += ["--device", device]
     if capabilities is not None and not isinstance(capabilities, Mapping):
@@ -60,6 +62,7 @@ def find_case(case_id: str, *, seed: int = 0, op: str | None = None,
         When the catalog has no such case and no ``params`` are given, or the ID has no
         ``/<dtype>`` ending.
     """
+    from .case_params import params_for
     from .catalog import ALL_DTYPES, catalog, required_features
 
     if params is not None:
@@ -68,8 +71,9 @@ def find_case(case_id: str, *, seed: int = 0, op: str | None = None,
             raise ValueError(f"case_id: {case_id!r} must end in /<dtype> (one of "
                              f"{', '.join(ALL_DTYPES)}) to build a case from --params")
         op = op or "attention"
+        typed = params_for(op, params)  # unknown parameters: a ValueError naming them
         return Case(id=case_id, op=op, rules=_explore_rules(dict(params)), dtype=dtype,
-                    params=dict(params), features=required_features(op, dict(params), dtype),
+                    params=typed, features=required_features(op, typed, dtype),
                     base_seed=seed)
     for full in (False, True):
         for case in catalog(full=full, seed=seed):
@@ -85,13 +89,14 @@ def _explore_rules(params: dict[str, Any]) -> tuple[str, ...]:
     return rules_of(params)
 
 
-def reproducer(case: Case, target: str, *, backend: str = "numpy", device: str | None = None,
+def reproducer(case: Case, target: str, *, backend: str | None = None, device: str | None = None,
                capabilities: Any = None, message: str = "") -> str:
     """A standalone Python script that reproduces ``case`` on ``target``."""
     caps = capabilities if capabilities is None or isinstance(capabilities, Mapping) else str(
         capabilities)
     lines = [
-        f"# attnspec reproducer: {target} on {backend}, case {case.id}",
+        f"# attnspec reproducer: {target} on {backend or 'its default backend'}, "
+        f"case {case.id}",
         f"# rules: {', '.join(case.rules)}",
     ]
     if message:
@@ -133,7 +138,7 @@ def describe_call(adapter: Any, case: Case, args: dict[str, Any]) -> str:
     return f"{adapter.name} <- " + ", ".join(parts)
 
 
-def run_case(case: Case, target: Any, *, backend: str = "numpy", device: str | None = None,
+def run_case(case: Case, target: Any, *, backend: str | None = None, device: str | None = None,
              capabilities: Any = None, stream: Any = None) -> int:
     """Run one case on ``target`` in this process and print the evidence: the call, and
     per output the largest difference from the golden against its tolerance, or the
@@ -152,6 +157,7 @@ def run_case(case: Case, target: Any, *, backend: str = "numpy", device: str | N
         print(prepared.error, file=out)
         return 1
     print(f"case {case.id} ({', '.join(case.rules)}), {case.dtype}", file=out)
+    assert prepared.inputs is not None  # prepare() sets the inputs or the error
     with np.errstate(all="ignore"):
         print("call: " + describe_call(adapter, case, adapter.to_backend(case,
                                                                            prepared.inputs)),

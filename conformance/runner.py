@@ -38,6 +38,7 @@ from .process import (
     STARTUP_TIMEOUT,
     InProcessWorker,
     OutputCapture,
+    Worker,
     WorkerProcess,
     WorkerStartError,
     output_note,
@@ -50,7 +51,8 @@ __all__ = [
     "FINGERPRINT_BOUNDS", "FINGERPRINT_TIMEOUTS", "OUTPUT_KEEP", "OUTPUT_SPILL",
     "POLL_INTERVAL", "STARTUP_TIMEOUT", "AdapterSpec", "CaseCache", "ImplementationRun",
     "InProcessWorker", "OutputCapture", "Prepared", "RaisedError", "Reply", "ReplyKind",
-    "Request", "RequestKind", "Verdict", "WorkerProcess", "WorkerStartError", "bit_difference",
+    "Request", "RequestKind", "Verdict", "Worker", "WorkerProcess", "WorkerStartError",
+    "bit_difference",
     "declaration", "describe", "execute", "handle", "judge", "output_note", "prepare",
     "quiet", "run_implementation", "take_fingerprint",
 ]
@@ -72,7 +74,7 @@ class ImplementationRun:
 
 
 def run_implementation(
-    worker: Any,
+    worker: Worker,
     known: ImplementationInfo,
     cases: list[Case],
     cache: CaseCache,
@@ -164,7 +166,8 @@ def run_implementation(
             reply = worker.request(("run", case, prepared.inputs), timeout)
             seconds = time.perf_counter() - start
             verdict = judge(case, reply, prepared)
-            if reply.kind == "raised" and reply.error.is_a("MemoryError"):
+            if (reply.kind == "raised" and reply.error is not None
+                    and reply.error.is_a("MemoryError")):
                 if limit is not None:
                     verdict.message += (f" (the worker's memory limit is {format_size(limit)};"
                                         " --memory-limit changes it)")
@@ -180,7 +183,7 @@ def run_implementation(
         getattr(worker, "discard", worker.close)()
 
 
-def _fingerprint(worker: Any, timeout: float) -> dict[str, Any]:
+def _fingerprint(worker: Worker, timeout: float) -> dict[str, Any]:
     """The fingerprint, time-limited; a failure is recorded, never raised."""
     try:
         if not worker.alive:
@@ -191,12 +194,13 @@ def _fingerprint(worker: Any, timeout: float) -> dict[str, Any]:
     limit = min(max(FINGERPRINT_TIMEOUTS * timeout, low), high)
     reply = worker.request(("fingerprint",), limit)
     if reply.kind == "ok":
-        return reply.value
+        answers: dict[str, Any] = reply.value
+        return answers
     detail = reply.error if reply.kind == "raised" else reply.message
     return {"error": f"fingerprint {reply.kind}: {detail}"}
 
 
-def _libraries(worker: Any) -> dict[str, str]:
+def _libraries(worker: Worker) -> dict[str, str]:
     if not worker.alive:
         return {}
     reply = worker.request(("libraries",), 30.0)

@@ -33,7 +33,8 @@ def _packaged_schema() -> str:
 
 def load_schema() -> dict[str, Any]:
     """The report schema shipped with attnspec (a fresh copy, safe to modify)."""
-    return json.loads(_packaged_schema())
+    schema: dict[str, Any] = json.loads(_packaged_schema())
+    return schema
 
 
 def validate(data: Any, schema: dict[str, Any] | None = None) -> list[str]:
@@ -103,7 +104,8 @@ def _resolve(ref: str, root: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(node, dict) or part not in node:
             raise ValueError(f"schema $ref {ref!r} does not resolve")
         node = node[part]
-    return node
+    resolved: dict[str, Any] = node  # JSON: a reference names a schema, and schemas are dicts
+    return resolved
 
 
 def _check(value: Any, schema: Any, root: dict[str, Any], path: str,

@@ -58,7 +58,7 @@ class Progress:
         self.total = total
         self.stream = sys.stderr if stream is None else stream
         self.done = 0
-        self.counts: Counter = Counter()
+        self.counts: Counter[Outcome] = Counter()
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self._last_decile = 0
         self._width = 0  # length of the last bar drawn, to blank out leftovers
@@ -223,7 +223,7 @@ def summary(report: Report, *, max_failures: int = 20, color: bool = False) -> s
     if failed:
         lines += ["", f"Failures ({len(failed)}):"]
         for r in failed[:max_failures]:
-            outcome = _paint(r.outcome.value, _COLOURS[r.outcome], color)
+            label = _paint(r.outcome.value, _COLOURS[r.outcome], color)
             numbers = ""
             if r.max_error is not None or r.ratio is not None:
                 numbers = (f" [error {views.fmt(r.max_error)} / tolerance "
@@ -231,7 +231,7 @@ def summary(report: Report, *, max_failures: int = 20, color: bool = False) -> s
             message = clean(r.message)
             if len(message) > 200:
                 message = message[:199] + "…"
-            lines.append(f"  {outcome} {clean(r.case_id)} ({clean(r.implementation)}){numbers}"
+            lines.append(f"  {label} {clean(r.case_id)} ({clean(r.implementation)}){numbers}"
                          + (f": {message}" if message else ""))
             if r.repro:
                 lines.append(f"      reproduce: {clean(r.repro)}")
@@ -247,26 +247,24 @@ def summary(report: Report, *, max_failures: int = 20, color: bool = False) -> s
                   "  " + "implementation".ljust(impl_w) + "  dtype     "
                   + "passed".ljust(width) + "  "
                   + "".join(f"{name:>7}" for name in views.GRADIENTS)]
-        for row in grads:
-            cells = "".join(f"{views.fraction(row.worst.get(name)):>7}"
+        for grad in grads:
+            cells = "".join(f"{views.fraction(grad.worst.get(name)):>7}"
                             for name in views.GRADIENTS)
-            count = row.count
-            if color and row.bad:
-                count = _paint(count.ljust(width), _RED, color)
-            else:
-                count = count.ljust(width)
-            lines.append(f"  {clean(row.implementation).ljust(impl_w)}  {row.dtype:<8}  "
-                         f"{count}  {cells}")
+            passed = grad.count.ljust(width)
+            if color and grad.bad:
+                passed = _paint(passed, _RED, color)
+            lines.append(f"  {clean(grad.implementation).ljust(impl_w)}  {grad.dtype:<8}  "
+                         f"{passed}  {cells}")
     determinism = views.determinism_rows(report)
     if determinism:
         lines += ["", "Determinism (repeated calls compared bit for bit):"]
-        for row in determinism:
-            text = row.status
-            if row.applicable:
-                text += f" ({row.passed} of {row.applicable} cases)"
-            if row.status == "not deterministic":
-                text = _paint(text, _RED, color) + f": {_cut(clean(row.message), 200)}"
-            lines.append(f"  {clean(row.implementation)}: {text}")
+        for det in determinism:
+            text = det.status
+            if det.applicable:
+                text += f" ({det.passed} of {det.applicable} cases)"
+            if det.status == "not deterministic":
+                text = _paint(text, _RED, color) + f": {_cut(clean(det.message), 200)}"
+            lines.append(f"  {clean(det.implementation)}: {text}")
 
     coverages = report.coverage()
     if coverages:
@@ -285,13 +283,13 @@ def summary(report: Report, *, max_failures: int = 20, color: bool = False) -> s
     if deviations:
         lines += ["", "Declared deviations (graded; expected failures, x; one that passes fails "
                       "the run):"]
-        for row in deviations:
-            counts = (f"{row.xfail} x" if row.xfail or row.xpass
-                      else "no such case in this run")
-            counts += f", {row.xpass} passed (out of date)" if row.xpass else ""
-            evidence = "".join(f" [{clean(e)}]" for e in (row.fingerprint, row.issue) if e)
-            lines.append(f"  {clean(row.implementation)}: {_cut(clean(row.reason), 160)} "
-                         f"({clean(row.selection)}; {counts}){evidence}")
+        for dev in deviations:
+            tally = (f"{dev.xfail} x" if dev.xfail or dev.xpass
+                     else "no such case in this run")
+            tally += f", {dev.xpass} passed (out of date)" if dev.xpass else ""
+            evidence = "".join(f" [{clean(e)}]" for e in (dev.fingerprint, dev.issue) if e)
+            lines.append(f"  {clean(dev.implementation)}: {_cut(clean(dev.reason), 160)} "
+                         f"({clean(dev.selection)}; {tally}){evidence}")
 
     if report.stale_xfails:
         lines += ["", "Stale xfail entries (matched no case):"]

@@ -141,7 +141,7 @@ def grade(
                          f"ratio {ratio:.3g}", errors)
         if ratio >= worst.ratio:
             worst = Grade(True, err / scale, bound / scale, ratio, "")
-    if case.params.get("backward"):
+    if case.backward:
         missing = [n for n in GRADIENTS_REQUIRED if n not in outputs]
         if missing:
             return Grade(False, np.inf, 0.0, np.inf,

@@ -70,9 +70,9 @@ def rules(report: Report) -> list[str]:
     return [rule for rule in known if rule in seen] + sorted(seen - set(known))
 
 
-def cell_counts(report: Report) -> dict[tuple[str, str], Counter]:
+def cell_counts(report: Report) -> dict[tuple[str, str], Counter[Outcome]]:
     """(implementation, rule) -> outcome counts over that rule's cases."""
-    cells: dict[tuple[str, str], Counter] = {}
+    cells: dict[tuple[str, str], Counter[Outcome]] = {}
     for r in report.results:
         for rule in r.rules:
             cells.setdefault((r.implementation, rule), Counter())[rule_outcome(r, rule)] += 1

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from .adapters.base import InvalidOutput
-from .cases import Case
+from .adapters.base import AdapterOutput, InvalidOutput
+from .cases import Case, Inputs
 from .limits import apply_memory_limit
 from .messages import AdapterSpec, RaisedError, Reply, Request, RequestKind, Started
 
@@ -88,7 +88,7 @@ def device_name(adapter: Any) -> str:
     return str(device)
 
 
-def execute(adapter: Any, case: Case, inputs: dict[str, Any]) -> Reply:
+def execute(adapter: Any, case: Case, inputs: Inputs) -> Reply:
     """Run one case; exceptions propagate to the caller (an :class:`InvalidOutput` becomes
     ``Reply("bad")``: the implementation returned something that is not an array)."""
     try:
@@ -122,9 +122,10 @@ class _ProbeCall:
     def __init__(self, adapter: Any) -> None:
         self.adapter = adapter
 
-    def __call__(self, case: Case, inputs: dict[str, Any]) -> Any:
+    def __call__(self, case: Case, inputs: Inputs) -> AdapterOutput:
         with quiet():
-            return self.adapter.run(case, inputs)
+            output: AdapterOutput = self.adapter.run(case, inputs)
+        return output
 
 
 def take_fingerprint(adapter: Any) -> dict[str, Any]:
@@ -139,7 +140,9 @@ def take_fingerprint(adapter: Any) -> dict[str, Any]:
     try:
         result = fingerprint(_ProbeCall(adapter), adapter)
         # Only JSON goes into a report: anything else is written as its str().
-        return json.loads(json.dumps(dict(result), default=str, allow_nan=False))
+        recorded: dict[str, Any] = json.loads(
+            json.dumps(dict(result), default=str, allow_nan=False))
+        return recorded
     except Exception as exc:
         return {"error": str(RaisedError.from_exception(exc))}
 
@@ -148,10 +151,11 @@ def libraries() -> dict[str, str]:
     """Versions of the array libraries this process has imported."""
     from .report import environment
 
-    return environment()["libraries"]
+    versions: dict[str, str] = environment()["libraries"]
+    return versions
 
 
-def handle(adapter: Any, request: Request | tuple) -> Reply:
+def handle(adapter: Any, request: Request | tuple[Any, ...]) -> Reply:
     """Answer one request (a :class:`Request`, or its tuple form ``("run", case, inputs)``,
     ``("fingerprint",)``, ``("libraries",)``); exceptions become a ``raised`` reply. The
     reply carries the request's sequence number."""
@@ -159,7 +163,9 @@ def handle(adapter: Any, request: Request | tuple) -> Reply:
     try:
         request = Request.of(request)
         if request.kind is RequestKind.RUN:
-            reply = execute(adapter, request.case, request.inputs or {})
+            if request.case is None:
+                raise ValueError("a run request needs a case")
+            reply = execute(adapter, request.case, request.inputs or Inputs())
         elif request.kind is RequestKind.FINGERPRINT:
             reply = Reply("ok", value=take_fingerprint(adapter))
         elif request.kind is RequestKind.LIBRARIES:
@@ -212,7 +218,7 @@ def enable_jax_x64(adapter: Any) -> str | None:
             return None
         import jax
 
-        jax.config.update("jax_enable_x64", True)
+        jax.config.update("jax_enable_x64", True)  # type: ignore[no-untyped-call]  # jax: unannotated
     except Exception as exc:  # the adapter's float64 cases are then not applicable
         return f"jax_enable_x64 could not be set: {RaisedError.from_exception(exc)}"
     return None

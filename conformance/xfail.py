@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from .results import CaseResult, ImplementationInfo, Outcome
+from .tomlcompat import tomllib
 
 __all__ = ["XfailEntry", "apply_xfail", "apply_xfails", "load_xfails", "parse_xfails",
            "stale_xfails"]
@@ -142,32 +143,28 @@ def _parse_text(text: str, source: str) -> list[XfailEntry]:
                 f"{where}: expected 'PATTERN  # reason' or 'IMPLEMENTATION::PATTERN  # reason', "
                 f"got {raw.strip()!r} (a pattern cannot contain spaces; put the reason after #)"
             )
-        implementation, sep, pattern = body.partition("::")
+        glob, sep, pattern = body.partition("::")
         if not sep:
-            implementation, pattern = None, body
-        if not pattern or (sep and not implementation) or "::" in pattern:
+            glob, pattern = "", body
+        if not pattern or (sep and not glob) or "::" in pattern:
             raise ValueError(
                 f"{where}: expected 'IMPLEMENTATION::PATTERN' with both parts non-empty, "
                 f"got {body!r}"
             )
-        entries.append(XfailEntry(pattern, reason.strip(), implementation, where))
+        entries.append(XfailEntry(pattern, reason.strip(), glob if sep else None, where))
     return entries
 
 
 def _parse_toml(text: str, source: str) -> list[XfailEntry]:
+    toml = tomllib()
+    if toml is None:
+        raise ImportError(
+            f"{source}: reading a TOML xfail file needs Python >= 3.11 or the 'tomli' "
+            "package; or write the file in the plain-text form 'PATTERN  # reason'"
+        )
     try:
-        import tomllib
-    except ImportError:  # Python 3.10
-        try:
-            import tomli as tomllib
-        except ImportError:
-            raise ImportError(
-                f"{source}: reading a TOML xfail file needs Python >= 3.11 or the 'tomli' "
-                "package; or write the file in the plain-text form 'PATTERN  # reason'"
-            ) from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+        data = toml.loads(text)
+    except toml.TOMLDecodeError as exc:
         raise ValueError(f"{source}: not valid TOML: {exc}") from None
     extra = sorted(set(data) - {"xfail"})
     if extra:

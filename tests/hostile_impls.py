@@ -24,7 +24,7 @@ from runner_impls import _implementation, _map_out
 import attnspec
 
 #: ``sleeps_past_timeout`` sleeps this long; the tests' timeout is shorter.
-SLEEP = 10.0
+SLEEP = 30.0
 #: ``allocates`` stops here if no memory limit stopped it first (so that a broken limit
 #: fails the test instead of exhausting the machine).
 ALLOCATION_CAP = 2 << 30

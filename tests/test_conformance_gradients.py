@@ -33,7 +33,7 @@ from attnspec.conformance.adapters import resolve
 from attnspec.conformance.adapters.attnspec_adapter import AttnspecAdapter
 from attnspec.conformance.adapters.user import parse_capabilities
 from attnspec.conformance.api import run
-from attnspec.conformance.cases import Case, make_inputs
+from attnspec.conformance.cases import Case, Inputs, make_inputs
 from attnspec.conformance.catalog import _shape, catalog, select
 from attnspec.conformance.golden import GoldenMismatchError, golden, naive
 from attnspec.conformance.precision import EPS
@@ -94,10 +94,10 @@ def test_cotangent_is_seeded_from_the_case_and_rounded_to_its_dtype():
     shared by the dtype variants up to rounding, and exactly representable in the dtype."""
     case = next(c for c in GRAD_CASES if c.dtype == "float16")
     twin = next(c for c in GRAD_CASES if c.id == case.id.replace("float16", "float32"))
-    a, b = make_inputs(case)["__cotangent__"], make_inputs(case)["__cotangent__"]
+    a, b = make_inputs(case).cotangent, make_inputs(case).cotangent
     np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(a, a.astype(np.float16).astype(np.float64))
-    np.testing.assert_allclose(a, make_inputs(twin)["__cotangent__"], rtol=1e-3)
+    np.testing.assert_allclose(a, make_inputs(twin).cotangent, rtol=1e-3)
     assert a.shape == golden(case, make_inputs(case))["out"].shape
 
 
@@ -124,8 +124,8 @@ def _golden_function(case: Case, inputs: dict):
         @staticmethod
         def backward(ctx, grad_out):
             arrays = ctx.saved_tensors
-            given = {**inputs, **{n: a.numpy() for n, a in zip(names, arrays, strict=True)},
-                     "__cotangent__": grad_out.numpy()}
+            given = Inputs({**inputs, **{n: a.numpy() for n, a in zip(names, arrays, strict=True)}},
+                           cotangent=grad_out.numpy())
             grads = gradients.golden_gradients(dict(case.params), given)
             return tuple(torch.from_numpy(grads[gradients.WRT[n]]) for n in names)
 
@@ -187,7 +187,7 @@ def test_golden_gradients_agree_with_torch_autograd_of_attnspec(case):
               for k, v in options.items()}
     kwargs.update(zip(names[3:], leaves[3:], strict=True))
     out = attnspec.scaled_dot_product_attention(*leaves[:3], **kwargs)
-    grads = torch.autograd.grad(out, leaves, torch.tensor(inputs["__cotangent__"]))
+    grads = torch.autograd.grad(out, leaves, torch.tensor(inputs.cotangent))
     _assert_golden(case, names, [g.numpy() for g in grads], "torch")
 
 
@@ -215,7 +215,7 @@ def test_golden_gradients_agree_with_jax_vjp_of_attnspec(case_id):
     def vjp(xs, cot):
         return jax.vjp(f, *xs)[1](cot)
 
-    grads = vjp([jnp.asarray(inputs[n]) for n in names], jnp.asarray(inputs["__cotangent__"]))
+    grads = vjp([jnp.asarray(inputs[n]) for n in names], jnp.asarray(inputs.cotangent))
     _assert_golden(case, names, grads, "jax")
 
 

@@ -42,7 +42,9 @@ ARG_BEHAVIOURS = {
     "raises_subclass": (Outcome.PASS, "ShapeError"),
     "raises_wrong_class": (Outcome.FAIL, "expected ValueError, got RuntimeError"),
 }
-TIMEOUT = 4.0
+# Every case but ``hangs``'s trigger must finish within it on a loaded machine (the first call
+# in a fresh worker imports what it needs); only that case waits for it.
+TIMEOUT = 10.0
 
 
 def results_of(report: Report, target: str) -> dict:

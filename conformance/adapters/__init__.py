@@ -16,9 +16,10 @@ re-creates it (re-importing a user's module) instead of receiving framework stat
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from typing import Any
 
-from attnspec.backends import all_backends
+from attnspec.backends import all_backends, get
 from attnspec.backends import names as backend_names
 
 from .attnspec_adapter import AttnspecAdapter
@@ -42,9 +43,9 @@ NATIVE: dict[str, str] = {
     "attnspec.native.jax": "attnspec_native:AttnspecNativeJaxAdapter",
 }
 
-# ``device`` names of a GPU, and backends that run only on one
-_GPU_DEVICES = ("cuda", "gpu")
-_GPU_ONLY = ("cupy",)
+#: The backend whose arrays a ``module:callable`` (and plain ``"attnspec"``) takes when
+#: ``backend=None``, "no backend chosen" (built-in adapters then run on their own).
+DEFAULT_BACKEND = "numpy"
 
 
 def builtin_names() -> list[str]:
@@ -59,10 +60,13 @@ def builtin_adapters() -> list[Adapter]:
     return [resolve(name) for name in builtin_names()]
 
 
-def _native_class(name: str) -> type[Adapter]:
+def _native_class(name: str) -> Callable[[str], Adapter]:
+    """The adapter class of a native implementation: ``cls(backend_name)``; its
+    ``backends`` are the backend names it runs on."""
     module_name, _, class_name = NATIVE[name].partition(":")
     module = importlib.import_module(f"{__name__}.{module_name}")
-    return getattr(module, class_name)
+    cls: Callable[[str], Adapter] = getattr(module, class_name)
+    return cls
 
 
 def _backend_for(backend: str, device: str | None) -> str:
@@ -84,11 +88,11 @@ def _backend_for(backend: str, device: str | None) -> str:
                      f"backends: {', '.join(candidates)}")
 
 
-def _native_adapter(name: str, backend: str, device: str | None) -> Adapter:
+def _native_adapter(name: str, backend: str | None, device: str | None) -> Adapter:
     cls = _native_class(name)
     choices: tuple[str, ...] = cls.backends  # type: ignore[attr-defined]
-    if backend == "numpy" and "numpy" not in choices:
-        # The default backend means "unset": the adapter's own, picked by device.
+    if backend is None:
+        # No backend chosen: the adapter's own, picked by device.
         matches = [c for c in choices if device is None or _device_matches(c, device)]
         if not matches:
             raise ValueError(f"device: {name} runs on {', '.join(choices)}; none is a "
@@ -102,16 +106,12 @@ def _native_adapter(name: str, backend: str, device: str | None) -> Adapter:
 
 
 def _device_matches(backend: str, device: str) -> bool:
-    """Whether backend ``torch-cuda``/``jax-cpu``/``numpy``... runs on ``device``."""
-    if backend in _GPU_ONLY:
-        kind = "gpu"
-    else:
-        kind = backend.split("-", 1)[1] if "-" in backend else "cpu"
-        kind = "gpu" if kind in _GPU_DEVICES else kind
-    return kind == ("gpu" if device in _GPU_DEVICES else device)
+    """Whether backend ``torch-cuda``/``jax-cpu``/``numpy``... runs on ``device`` (the
+    backend's answer, :meth:`attnspec.backends.Backend.runs_on`)."""
+    return get(backend).runs_on(device)
 
 
-def resolve(target: Any, *, backend: str = "numpy", device: str | None = None,
+def resolve(target: Any, *, backend: str | None = None, device: str | None = None,
             capabilities: Any = None) -> Adapter:
     """The adapter for ``target``.
 
@@ -120,12 +120,13 @@ def resolve(target: Any, *, backend: str = "numpy", device: str | None = None,
     target : str or Adapter
         A built-in name (:func:`builtin_names`), ``"attnspec"`` (attnspec on ``backend``),
         ``"module:callable"``, or an :class:`Adapter` (returned as it is).
-    backend : str
+    backend : str, optional
         For ``module:callable`` and ``attnspec``: the backend whose arrays the function
         takes (a name such as ``"torch-cpu"``, or a framework such as ``"torch"`` with
-        ``device``). Built-ins run on their own backend: there ``backend`` may name one of
-        the adapter's backends (``"torch-cuda"``), another one is a ``ValueError``, and the
-        default ``"numpy"`` means "the adapter's own".
+        ``device``); ``None`` (default): ``"numpy"``. Built-ins run on their own backend:
+        there ``backend`` may name one of the adapter's backends (``"torch-cuda"``), another
+        one is a ``ValueError``, and ``None`` (or ``"numpy"``, the callers' default) means
+        "the adapter's own".
     device : str, optional
         ``"cpu"``, ``"cuda"`` or ``"gpu"``: picks the backend of that device (a built-in
         with none is a ``ValueError``).
@@ -150,20 +151,19 @@ def resolve(target: Any, *, backend: str = "numpy", device: str | None = None,
         raise TypeError(f"target must be an adapter name, 'module:callable' or an Adapter, "
                         f"got {type(target).__name__}")
     if ":" in target:
-        return UserAdapter(target, _backend_for(backend, device), capabilities)
+        return UserAdapter(target, _backend_for(backend or DEFAULT_BACKEND, device), capabilities)
     if capabilities is not None:
         raise ValueError(f"capabilities: only 'module:callable' targets take capabilities; "
                          f"{target!r} is a built-in adapter with its own declaration")
     if target == "attnspec":
-        return AttnspecAdapter(_backend_for(backend, device))
+        return AttnspecAdapter(_backend_for(backend or DEFAULT_BACKEND, device))
     if target.startswith("attnspec[") and target.endswith("]"):
         name = target[len("attnspec["):-1]
         if name not in backend_names():
             raise ValueError(f"unknown adapter {target!r}: no backend {name!r}; known "
                              f"backends: {', '.join(backend_names())}")
-        # The name fixes the backend; a backend or device asked for must agree with it
-        # (the default backend "numpy" means "unset" here).
-        if backend != "numpy" and _backend_for(backend, device) != name:
+        # The name fixes the backend; a backend or device asked for must agree with it.
+        if backend is not None and _backend_for(backend, device) != name:
             raise ValueError(f"backend: {target} runs on {name}, not {backend!r}")
         if device is not None and not _device_matches(name, device):
             raise ValueError(f"device: {target} runs on {name}, not on a {device!r} device")

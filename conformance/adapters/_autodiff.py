@@ -1,4 +1,5 @@
-"""Gradients of an adapter's ``call`` through its backend's autodiff (torch autograd, JAX).
+"""Gradients of an adapter's ``call`` through its backend's autodiff (torch autograd, JAX):
+the backend's vjp hook (:meth:`attnspec.backends.Backend.vjp`).
 
 A gradient case asks for the vector-Jacobian product of ``out`` with the case's cotangent.
 For an implementation on an autodiff backend that is nothing the implementation has to
@@ -22,73 +23,40 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..cases import Case
+from attnspec.backends import Backend, NotDifferentiableError
+
 from ..gradients import WRT
 
-__all__ = ["NoGradientError", "jax_backward", "torch_backward"]
+__all__ = ["NoGradientError", "backward"]
 
-Call = Callable[[Case, dict[str, Any]], Any]
-
-
-class NoGradientError(RuntimeError):
-    """``out`` is not differentiable through the backend's autodiff (it was detached, or
-    computed outside the framework)."""
+#: ``out`` is not differentiable through the backend's autodiff (it was detached, or
+#: computed outside the framework).
+NoGradientError = NotDifferentiableError
 
 
-def _out(results: Any) -> Any:
-    from .base import InvalidOutput, _describe, _is_array
+def backward(backend: Backend, forward: Callable[[dict[str, Any]], Any], args: dict[str, Any],
+             cotangent: Any, wrt: list[str], name: str) -> Callable[[], dict[str, Any]]:
+    """A function of no arguments that runs ``forward(args)`` (the adapter's ``out``) and
+    the backend's backward once and returns ``out`` and the gradient of each input in
+    ``wrt`` (``dq``, ``dk``, ``dv``, ``dbias``).
 
-    if not isinstance(results, dict):
-        raise InvalidOutput(f"the adapter returned {type(results).__name__}, expected a dict "
-                            "of outputs")
-    out = results.get("out")
-    if not _is_array(out):
-        raise InvalidOutput(f"output 'out' is not an array: the implementation returned "
-                            f"{_describe(out)}")
-    return out
+    Raises
+    ------
+    NotImplementedError
+        When the backend has no autodiff (``name`` is the adapter's, for the message).
+    """
+    if not backend.has_autodiff:
+        raise NotImplementedError(f"{name}: no autodiff on {backend.name}; gradient cases "
+                                  "need torch or JAX (or a backward of the implementation's "
+                                  "own)")
 
+    def differentiated(*arrays: Any) -> Any:
+        return forward({**args, **dict(zip(wrt, arrays, strict=True))})
 
-def torch_backward(call: Call, case: Case, args: dict[str, Any], cotangent: Any,
-                   wrt: list[str]) -> Callable[[], dict[str, Any]]:
-    """A function that runs the forward and torch autograd's backward once."""
-    import torch
-
-    def once() -> dict[str, Any]:
-        leaves = {n: args[n].detach().requires_grad_(True) for n in wrt}
-        out = _out(call(case, {**args, **leaves}))
-        if not isinstance(out, torch.Tensor) or not out.requires_grad:
-            raise NoGradientError(
-                "out does not depend on query, key or value through torch autograd (it is "
-                "detached, or computed outside torch): there is no backward to grade")
-        grads = torch.autograd.grad(out, list(leaves.values()),
-                                    grad_outputs=cotangent.to(out.dtype), allow_unused=True)
-        result = {"out": out.detach()}
-        for (name, leaf), grad in zip(leaves.items(), grads, strict=True):
-            result[WRT[name]] = torch.zeros_like(leaf) if grad is None else grad
-        return result
-
-    return once
-
-
-def jax_backward(call: Call, case: Case, args: dict[str, Any], cotangent: Any,
-                 wrt: list[str], *, jit: bool = True) -> Callable[[], dict[str, Any]]:
-    """A function that runs ``jax.vjp`` of the forward once (compiled on first use)."""
-    import jax
-
-    rest = {k: v for k, v in args.items() if k not in wrt}
-
-    def forward(*arrays: Any) -> Any:
-        return _out(call(case, {**rest, **dict(zip(wrt, arrays, strict=True))}))
-
-    def vjp(primals: list[Any], cot: Any) -> tuple[Any, Any]:
-        out, pullback = jax.vjp(forward, *primals)
-        return out, pullback(cot.astype(out.dtype))
-
-    program = jax.jit(vjp) if jit else vjp
-    primals = [args[n] for n in wrt]
+    vjp = backend.vjp(differentiated, [args[n] for n in wrt], cotangent)
 
     def once() -> dict[str, Any]:
-        out, grads = program(primals, cotangent)
+        out, grads = vjp()
         return {"out": out, **{WRT[n]: g for n, g in zip(wrt, grads, strict=True)}}
 
     return once

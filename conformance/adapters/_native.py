@@ -10,6 +10,7 @@ import importlib.metadata
 import importlib.util
 from typing import Any
 
+from ..deviations import Deviation
 from .base import Adapter
 
 __all__ = ["NativeAdapter", "distribution_version", "missing_module"]
@@ -56,6 +57,9 @@ class NativeAdapter(Adapter):
     #: Backends on which the adapter declares ``deterministic`` (measured bit-identical
     #: over repeated calls; the conformance run checks it).
     deterministic_on: tuple[str, ...] = ()
+    #: Deviations that hold on one backend only (a CPU kernel's), added to ``deviations``
+    #: there: declared everywhere, they would be unexpected passes elsewhere.
+    deviations_on: tuple[tuple[str, Deviation], ...] = ()
 
     def __init__(self, backend_name: str | None = None) -> None:
         if backend_name is None:
@@ -68,6 +72,9 @@ class NativeAdapter(Adapter):
         self.backend_name = backend_name
         if backend_name in self.deterministic_on:
             self.features = frozenset(self.features | {"deterministic"})
+        here = tuple(d for name, d in self.deviations_on if name == backend_name)
+        if here:
+            self.deviations = (*self.deviations, *here)
 
     def unavailable(self) -> str | None:
         for module, label in self.requires:

@@ -46,7 +46,7 @@ class AttnspecAdapter(Adapter):
             return {"out": attnspec.multi_head_attention(args["query"], args["key"],
                                                          args["value"], **rest)}
         options = {k: args[k] for k in _SDPA_OPTIONS if k in args}
-        if case.params.get("backward"):
+        if case.backward:
             # A gradient case differentiates out alone: lse and weights would only add work
             # to the traced program (under JAX, its compilation).
             return {"out": attnspec.scaled_dot_product_attention(

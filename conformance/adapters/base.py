@@ -9,35 +9,32 @@ names); everything else (availability, applicability, data movement) lives here.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from attnspec.backends import Backend, get
+from attnspec.backends import HOST, Backend, get
 
 from ..bits import bit_difference
-from ..cases import Case
+from ..cases import Case, Inputs
 from ..deviations import Deviation
 from ..features import BEHAVIOURS, violated
 
 __all__ = ["Adapter", "AdapterOutput", "InvalidOutput", "dtype_name", "has_autodiff",
            "on_host"]
 
-#: Input names the base moves to the backend; everything else is passed as is.
-_FLOAT_ARRAYS = ("query", "key", "value", "bias", "x", "w_q", "w_k", "w_v", "w_o",
-                 "b_q", "b_k", "b_v", "b_o")
-
 
 def has_autodiff(backend_name: str) -> bool:
     """Whether the backend's framework differentiates (torch, JAX); imports nothing."""
-    return "autograd" in get(backend_name).static_capabilities
+    return get(backend_name).has_autodiff
 
 
 def on_host(backend_name: str) -> bool:
-    """Whether the backend computes on the CPU (NumPy, array-api-strict, Dask, ``*-cpu``)."""
-    return backend_name.endswith("-cpu") or backend_name in ("numpy", "array_api_strict",
-                                                             "dask")
+    """Whether the backend computes on the CPU (NumPy, array-api-strict, Dask, ``*-cpu``):
+    the backend's answer (:func:`attnspec.backends.device_kind`)."""
+    return get(backend_name).device_kind() == HOST
 
 
 def dtype_name(x: Any) -> str:
@@ -154,16 +151,17 @@ class Adapter:
 
     # -- running ------------------------------------------------------------------------
 
-    def to_backend(self, case: Case, inputs: dict[str, Any]) -> dict[str, Any]:
+    def to_backend(self, case: Case, inputs: Mapping[str, Any]) -> dict[str, Any]:
         """Inputs as backend arrays: floats in the case dtype, bools and ints as they are."""
         backend = self.backend
-        overrides = inputs.get("__dtypes__", {})
+        overrides = inputs.dtypes if isinstance(inputs, Inputs) else {}
         args: dict[str, Any] = {}
         for name, value in inputs.items():
-            if name.startswith("__"):
-                continue
             if isinstance(value, np.ndarray):
-                dtype = overrides.get(name, case.dtype) if name in _FLOAT_ARRAYS else None
+                # Float inputs go over in the case dtype (their values are already rounded
+                # to it); masks, lengths and indices keep theirs.
+                floating = np.issubdtype(value.dtype, np.floating)
+                dtype = overrides.get(name, case.dtype) if floating else None
                 if dtype is not None and dtype not in backend.dtypes:
                     # A mixed-dtype case only needs *another* dtype than the case's.
                     dtype = next(d for d in backend.dtypes if d != case.dtype)
@@ -172,7 +170,7 @@ class Adapter:
                 args[name] = value
         return args
 
-    def run(self, case: Case, inputs: dict[str, Any]) -> AdapterOutput:
+    def run(self, case: Case, inputs: Inputs) -> AdapterOutput:
         """Run the case; exceptions propagate (the runner records them).
 
         A gradient case (``params["backward"]``) runs the forward and the backward
@@ -196,14 +194,14 @@ class Adapter:
         if backend.has("writeable"):
             watched = {name: backend.to_numpy(x) for name, x in args.items()
                        if isinstance(inputs.get(name), np.ndarray)}
-        if case.params.get("backward"):
-            cotangent = backend.from_numpy(inputs["__cotangent__"], dtype=case.dtype)
+        if case.backward:
+            cotangent = backend.from_numpy(inputs.cotangent, dtype=case.dtype)
             once = self.backward(case, args, cotangent)
         else:
             # A shallow copy: an adapter may pop its arguments, the arrays stay referenced.
             def once() -> Any:
                 return self.call(case, dict(args))
-        runs = [self._collect(once()) for _ in range(max(int(case.params.get("repeat", 1)), 1))]
+        runs = [self._collect(once()) for _ in range(case.repeats)]
         modified = []
         for name, before in watched.items():
             try:
@@ -246,17 +244,21 @@ class Adapter:
         (:mod:`._autodiff`: torch autograd, ``jax.vjp`` under ``jax.jit``); adapters whose
         implementation brings its own backward override this.
         """
-        from . import _autodiff
+        from ._autodiff import backward
 
-        framework = self.backend.framework
-        wrt = self.gradient_inputs(case, args)
-        if framework == "torch":
-            return _autodiff.torch_backward(self.call, case, args, cotangent, wrt)
-        if framework == "jax":
-            return _autodiff.jax_backward(self.call, case, args, cotangent, wrt)
-        raise NotImplementedError(f"{self.name}: no autodiff on {self.backend_name}; "
-                                  "gradient cases need torch or JAX (or a backward of the "
-                                  "implementation's own)")
+        def out(arrays: dict[str, Any]) -> Any:
+            results = self.call(case, arrays)
+            if not isinstance(results, dict):
+                raise InvalidOutput(f"the adapter returned {type(results).__name__}, expected "
+                                    "a dict of outputs")
+            value = results.get("out")
+            if not _is_array(value):
+                raise InvalidOutput(f"output 'out' is not an array: the implementation "
+                                    f"returned {_describe(value)}")
+            return value
+
+        return backward(self.backend, out, args, cotangent, self.gradient_inputs(case, args),
+                        self.name)
 
     def call(self, case: Case, args: dict[str, Any]) -> dict[str, Any]:
         """Call the implementation with backend arrays; return ``out`` (and ``lse``,

@@ -184,7 +184,7 @@ def _build(dtype: str, mask_dtype: str | None, nonpad: bool,
            attrs: tuple[tuple[str, Any], ...]) -> Any:
     """A callable ``feeds -> [Y, qk_matmul_output]`` for one graph signature."""
     import onnx
-    import onnxruntime
+    import onnxruntime  # type: ignore[import-untyped]  # ships neither stubs nor py.typed
     from onnx import TensorProto, helper
 
     types = {"float64": TensorProto.DOUBLE, "float32": TensorProto.FLOAT,

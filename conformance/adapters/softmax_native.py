@@ -19,6 +19,7 @@ The JAX functions run under :func:`jax.jit`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from ..cases import SOFTMAX_OPS, Case
@@ -57,8 +58,10 @@ class TorchSoftmaxAdapter(_SoftmaxAdapter):
 
         if kwargs:
             raise TypeError("torch's softmax family has no where= argument")
-        return {"softmax": torch.softmax, "log_softmax": torch.log_softmax,
-                "logsumexp": torch.logsumexp}[op](x, axis)
+        ops: dict[str, Callable[[Any, int], Any]] = {
+            "softmax": torch.softmax, "log_softmax": torch.log_softmax,
+            "logsumexp": torch.logsumexp}
+        return ops[op](x, axis)
 
 
 _jax_jitted: dict[str, Any] = {}
@@ -88,7 +91,7 @@ class ScipySoftmaxAdapter(_SoftmaxAdapter):
     requires = (("scipy", "SciPy"),)
 
     def _op(self, op: str, x: Any, axis: int, **kwargs: Any) -> Any:
-        import scipy.special
+        import scipy.special  # type: ignore[import-untyped, unused-ignore]  # stubs optional
 
         if kwargs:
             raise TypeError("scipy.special's softmax family has no where= argument")

@@ -73,7 +73,11 @@ class TorchMhaAdapter(NativeAdapter):
     def _module(args: dict[str, Any], dtype: Any, device: Any) -> Any:
         import torch
 
-        from attnspec.backends.torch import mha_weights_from_torch
+        # backends/ is installed as attnspec.backends (setuptools package-dir), which mypy,
+        # reading the source tree, may not see.
+        from attnspec.backends.torch import (  # type: ignore[import-not-found, unused-ignore]
+            mha_weights_from_torch,
+        )
 
         w_q, w_k, w_v, w_o = args["w_q"], args["w_k"], args["w_v"], args["w_o"]
         embed, kdim, vdim = w_q.shape[0], w_k.shape[0], w_v.shape[0]

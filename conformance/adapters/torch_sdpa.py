@@ -29,7 +29,9 @@ Deviations (graded, and expected to fail: ``deviations`` below, shown as ``x``):
 * ATT-ARG-1: invalid shapes and mixed dtypes raise ``RuntimeError``, not
   ``TypeError``/``ValueError``;
 * ATT-NAN-1 in half precision: a ``+inf`` attended score gives 0 for its row in float16 and
-  bfloat16 (NaN in float32 and float64, as the spec; measured on the full catalog).
+  bfloat16 (NaN in float32 and float64, as the spec; measured on the full catalog);
+* ATT-NAN-1 on CPUs where torch runs its AVX-512 kernels: a query row whose scores are all
+  NaN gives 0 when it has fewer than 16 keys (``_torch_cpu.py``; pytorch/pytorch#141128).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from typing import Any
 from ..cases import Case
 from ..deviations import Deviation
 from ._native import NativeAdapter
+from ._torch_cpu import NAN_ROW_SHORT_ON_AVX512
 
 __all__ = ["TorchSdpaAdapter"]
 
@@ -69,6 +72,7 @@ class TorchSdpaAdapter(NativeAdapter):
                   condition="a +inf score"),
     )
     deterministic_on = ("torch-cpu",)
+    deviations_on = (("torch-cpu", NAN_ROW_SHORT_ON_AVX512),)
 
     def call(self, case: Case, args: dict[str, Any]) -> dict[str, Any]:
         for name in ("softcap", "window", "kv_lengths", "q_lengths", "dropout_mask"):
