@@ -73,6 +73,15 @@ def _online(p: Problem, rows: Block, cols: list[Block]) -> tuple[Array, Normaliz
     """
     xp, shape = p.xp, p.shape
     row_max = total = acc = shift = None
+    if p.sinks is not None:
+        # The sink is a block of one logit with no value (ATT-SINK-1): the running state
+        # starts from it, and an empty row ends with out 0 and lse = sink.
+        n_rows = rows[1] - rows[0]
+        row_max = xp.broadcast_to(p.sinks, (*shape.batch, shape.hq, n_rows, 1))
+        shift = xp.where(row_max == -math.inf, 0.0, row_max)
+        total = xp.exp(row_max - shift)
+        acc = xp.zeros((*shape.batch, shape.hq, n_rows, shape.dv), dtype=p.acc,
+                       device=p.device)
     for block in cols:
         s = block_scores(p, rows, block)
         block_max = max_along(s, -1, xp)
@@ -92,7 +101,7 @@ def _online(p: Problem, rows: Block, cols: list[Block]) -> tuple[Array, Normaliz
             # exp(old max - new shift): 0 while nothing was attended (old max -inf), never
             # exp(+large) as exp(0 - shift) would be; NaN when a +inf score arrives (SMX-4).
             correction = xp.exp(row_max - shift)
-            if _in_place(acc):
+            if _in_place(acc) and _in_place(total):  # total alone tracks grad from a sink
                 total *= correction
                 total += block_sum
                 acc *= correction

@@ -13,7 +13,7 @@ def direct(p: Problem) -> list[Array]:
     ``return_weights``)."""
     xp, shape = p.xp, p.shape
     rows, cols = (0, shape.lq), (0, shape.lk)
-    n = normalizer(block_scores(p, rows, cols), -1, xp)
+    n = normalizer(block_scores(p, rows, cols), -1, xp, p.sinks)
     weights = dropped(p, n.exp, rows, cols)
     results = [output(p, weighted_values(p, weights, cols) / n.safe_total)]
     if p.call.return_lse:

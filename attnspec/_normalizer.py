@@ -34,14 +34,19 @@ def max_along(x: Array, axis: int, xp: Namespace) -> Array:
     return xp.max(x, axis=axis, keepdims=True)
 
 
-def normalizer(x: Array, axis: int, xp: Namespace) -> Normalizer:
-    """Max-subtracted exponentials of ``x`` along ``axis``; ``-inf`` entries get no mass."""
+def normalizer(x: Array, axis: int, xp: Namespace, sink: Array | None = None) -> Normalizer:
+    """Max-subtracted exponentials of ``x`` along ``axis``; ``-inf`` entries get no mass.
+    ``sink`` (keepdims-shaped): an extra logit per row in the total only (ATT-SINK-1)."""
     # No entries at all is the emptiest row there is; max() of nothing is an error.
     row_max = max_along(x, axis, xp)
+    if sink is not None:
+        row_max = xp.maximum(row_max, sink)
     shift = xp.where(row_max == -math.inf, 0.0, row_max)
     # A +inf entry gives inf - inf = NaN here, which is the specified result (SMX-4).
     e = xp.exp(x - shift)
     total = xp.sum(e, axis=axis, keepdims=True)
+    if sink is not None:
+        total = total + xp.exp(sink - shift)  # exp(-inf) = 0: a -inf sink is no sink
     safe_total = xp.where(total == 0.0, 1.0, total)
     return Normalizer(e, total, safe_total, shift, row_max)
 

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 from ._namespace import Array, Namespace, to_dtype
 from ._validate import AttentionCall, AttentionShape
-from .masks import Block, block_keep, slice_block
+from .masks import Block, block_keep, relative_positions, slice_block
 
 
 class Problem(NamedTuple):
@@ -32,6 +32,8 @@ class Problem(NamedTuple):
     v: Array
     scale: Any  # the score scale still to apply to q.k, or None (folded into q)
     bias: Array | None  # in acc
+    sinks: Array | None  # in acc, shaped (*batch, Hq, 1, 1): one logit per row of a head
+    alibi: Array | None  # ALiBi slopes in acc, shaped (*batch, Hq, 1, 1)
     dropout_scale: float
     device: Any
     #: ``key`` transposed to ``(*batch, Hkv, Dk, Lk)`` in its own row-major copy, or None.
@@ -59,6 +61,11 @@ def block_scores(p: Problem, rows: Block, cols: Block) -> Array:
     if bias is not None:
         # A -inf bias entry masks its position even where q.k is NaN or +inf (ATT-BIAS-1).
         s = xp.where(bias == -math.inf, -math.inf, s + bias)
+    if p.alibi is not None:  # after the bias (ATT-ALIBI-1): -slope * |q_pos - kv_pos|
+        rel = relative_positions(shape.lq, shape.lk, alignment=call.alignment,
+                                 kv_lengths=call.kv_lengths, q_lengths=call.q_lengths, xp=xp,
+                                 device=p.device, rows=rows, cols=cols)
+        s = s - p.alibi * xp.abs(to_dtype(xp, rel, p.acc))
     keep = block_keep(
         shape.lq, shape.lk, rows, cols, mask=call.mask, causal=call.causal,
         window=call.window, alignment=call.alignment, kv_lengths=call.kv_lengths,

@@ -137,6 +137,16 @@ def check_broadcast(name: str, x: Array | None, target: tuple[int, ...], what: s
         )
 
 
+def check_per_head(name: str, x: Array | None, shape: AttentionShape, xp: Namespace,
+                   what: str) -> None:
+    """A real floating input broadcastable to ``(*batch, Hq)`` (``sinks``, ``alibi_slopes``)."""
+    if x is None:
+        return
+    if not is_real_floating(xp, x.dtype):
+        raise TypeError(f"{name} must have a real floating dtype ({what}); got {x.dtype}")
+    check_broadcast(name, x, (*shape.batch, shape.hq), "(*batch, Hq)")
+
+
 def check_bias(bias: Array | None, xp: Namespace) -> None:
     if bias is not None and not is_real_floating(xp, bias.dtype):
         hint = " (a bool mask goes in mask=)" if bias.dtype == xp.bool else ""
@@ -315,6 +325,8 @@ class AttentionCall:
     mask: Array | None = None
     bias: Array | None = None
     softcap: Any = None  # a Python real, or a 0-d array
+    sinks: Array | None = None  # one logit per (*batch, Hq) row, in the denominator only
+    alibi_slopes: Array | None = None  # one slope per (*batch, Hq) head
     window: Window | None = None  # None also for a window that masks nothing
     q_lengths: Array | None = None  # as an index-dtype array on the query's device
     dropout_mask: Array | None = None
@@ -361,7 +373,8 @@ def attention_call(arguments: Mapping[str, Any]) -> AttentionCall:
         "query": query, "key": key, "value": value, "mask": mask, "bias": bias,
         "dropout_mask": dropout_mask, "kv_lengths": _scalar_array(kv_lengths),
         "q_lengths": _scalar_array(q_lengths), "scale": _scalar_array(a["scale"]),
-        "softcap": _scalar_array(a["softcap"]),
+        "softcap": _scalar_array(a["softcap"]), "sinks": a["sinks"],
+        "alibi_slopes": a["alibi_slopes"],
     }
     xp = namespace_of(a["xp"], arrays, required=("query", "key", "value"))
     device = check_same_device(arrays)
@@ -371,6 +384,8 @@ def attention_call(arguments: Mapping[str, Any]) -> AttentionCall:
     check_bias(bias, xp)
     for name, arr in (("mask", mask), ("bias", bias), ("dropout_mask", dropout_mask)):
         check_broadcast(name, arr, shape.scores, "the scores' shape (*batch, Hq, Lq, Lk)")
+    check_per_head("sinks", a["sinks"], shape, xp, "one logit per row of each head")
+    check_per_head("alibi_slopes", a["alibi_slopes"], shape, xp, "one slope per head")
     check_positive_real("scale", a["scale"], xp)
     check_positive_real("softcap", a["softcap"], xp)
     dropout_p = check_dropout(a["dropout_p"], dropout_mask)

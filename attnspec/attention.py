@@ -86,6 +86,8 @@ def scaled_dot_product_attention(
     alignment: str = "upper_left",
     scale: float | None = None,
     softcap: float | None = None,
+    sinks: Array | None = None,
+    alibi_slopes: Array | None = None,
     kv_lengths: Array | int | None = None,
     q_lengths: Array | int | None = None,
     dropout_mask: Array | None = None,
@@ -123,6 +125,16 @@ def scaled_dot_product_attention(
         Score scale; default ``1 / sqrt(Dk)``.
     softcap : float, optional
         ``s = softcap * tanh(s / softcap)`` after scaling, before bias and masks.
+    sinks : float array, optional
+        Attention sinks (gpt-oss): one extra logit per row, broadcastable to
+        ``(*batch, Hq)``, in the softmax's denominator only (it attends no value), so the
+        weights of a row sum to less than 1 and ``lse`` includes it. A row with nothing to
+        attend gives out 0 and lse = its sink.
+    alibi_slopes : float array, optional
+        ALiBi: ``-slope * |q_pos - kv_pos|`` is added to the scores after ``bias``, one
+        slope per head, broadcastable to ``(*batch, Hq)``; positions are the indices, the
+        query's shifted by the alignment offset (so with ``alignment="lower_right"`` the
+        last query row is at distance 0 from the last key, as in flash-attention).
     kv_lengths, q_lengths : integer array of shape ``(*batch,)`` or int, optional
         Keys ``j >= kv_lengths[b]`` are padding (their K/V content never reaches the
         output); query rows ``i >= q_lengths[b]`` are padding and output 0.
@@ -212,10 +224,20 @@ def _portable(call: check.AttentionCall) -> list[Array]:
         call=call, xp=xp, shape=shape, dtype=query.dtype, acc=acc, q=q, k=k, v=v,
         scale=None if fold else scale,
         bias=None if call.bias is None else to_dtype(xp, call.bias, acc),
+        sinks=None if call.sinks is None else _per_head(call, call.sinks, acc),
+        alibi=None if call.alibi_slopes is None else _per_head(call, call.alibi_slopes, acc),
         dropout_scale=1.0 / (1.0 - dropout_p) if dropout_p > 0.0 else 1.0, device=call.device,
     )
     blocks = choose_blocks(shape, call.chunk_size, call.return_weights, _large_blocks(q))
     return direct(problem) if blocks is None else chunked(problem, *blocks)
+
+
+def _per_head(call: check.AttentionCall, x: Array, acc: Any) -> Array:
+    """A per-head input (``sinks``, ``alibi_slopes``) broadcast to ``(*batch, Hq, 1, 1)`` in
+    the accumulation dtype, next to each head's block of scores."""
+    xp, shape = call.xp, call.shape
+    x = xp.broadcast_to(to_dtype(xp, x, acc), (*shape.batch, shape.hq))
+    return xp.reshape(x, (*shape.batch, shape.hq, 1, 1))
 
 
 def _zero_past_lengths(k: Array, v: Array, kv_lengths: Array | None, lk: int,

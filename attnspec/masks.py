@@ -110,6 +110,25 @@ def block_outside_band(rows: Block, cols: Block, offset: int | None,
     return left is not None and cols[1] - 1 < rows[0] + offset - left
 
 
+def relative_positions(
+    lq: int, lk: int, *, alignment: str, kv_lengths: Array | None, q_lengths: Array | None,
+    xp: Namespace, device: Any, rows: Block | None = None, cols: Block | None = None,
+) -> Array:
+    """Key position minus query position, ``j - (i + offset)``, for a block: ``(rows, cols)``,
+    or ``(*batch, 1, rows, cols)`` when the lower-right offset differs per batch entry. The
+    one definition behind causal masks, windows (ATT-CAUSAL-1/2, ATT-WINDOW-1) and ALiBi
+    distances (ATT-ALIBI-1)."""
+    rows, cols = rows or (0, lq), cols or (0, lk)
+    i = xp.arange(rows[0], rows[1], device=device)
+    j = xp.arange(cols[0], cols[1], device=device)
+    rel = xp.reshape(j, (1, cols[1] - cols[0])) - xp.reshape(i, (rows[1] - rows[0], 1))
+    if alignment == "lower_right":
+        kv = lk if kv_lengths is None else _per_batch(to_dtype(xp, kv_lengths, i.dtype), xp)
+        q = lq if q_lengths is None else _per_batch(to_dtype(xp, q_lengths, i.dtype), xp)
+        rel = rel - (kv - q)
+    return rel
+
+
 def _band(
     lq: int,
     lk: int,
@@ -127,15 +146,8 @@ def _band(
     left, right = band_limits(causal, window)
     if left is None and right is None:
         return None
-    rows, cols = rows or (0, lq), cols or (0, lk)
-    i = xp.arange(rows[0], rows[1], device=device)
-    j = xp.arange(cols[0], cols[1], device=device)
-    # key index minus query index, for the block's absolute positions
-    rel = xp.reshape(j, (1, cols[1] - cols[0])) - xp.reshape(i, (rows[1] - rows[0], 1))
-    if alignment == "lower_right":
-        kv = lk if kv_lengths is None else _per_batch(to_dtype(xp, kv_lengths, i.dtype), xp)
-        q = lq if q_lengths is None else _per_batch(to_dtype(xp, q_lengths, i.dtype), xp)
-        rel = rel - (kv - q)
+    rel = relative_positions(lq, lk, alignment=alignment, kv_lengths=kv_lengths,
+                             q_lengths=q_lengths, xp=xp, device=device, rows=rows, cols=cols)
     keep = None
     if right is not None:
         keep = rel <= right

@@ -60,6 +60,8 @@ def multi_head_attention(
     alignment: str = "upper_left",
     scale: float | None = None,
     softcap: float | None = None,
+    sinks: Array | None = None,
+    alibi_slopes: Array | None = None,
     kv_lengths: Array | int | None = None,
     q_lengths: Array | int | None = None,
     dropout_mask: Array | None = None,
@@ -154,7 +156,8 @@ def multi_head_attention(
     v = _project(value, w_v, b_v, xp)
     options: dict[str, Any] = {
         "mask": mask, "bias": bias, "causal": causal, "window": window,
-        "alignment": alignment, "scale": scale, "softcap": softcap,
+        "alignment": alignment, "scale": scale, "softcap": softcap, "sinks": sinks,
+        "alibi_slopes": alibi_slopes,
         "kv_lengths": kv_lengths, "q_lengths": q_lengths,
         "dropout_mask": dropout_mask, "dropout_p": dropout_p,
     }

@@ -103,9 +103,8 @@ def run(
         ``None`` runs every built-in; those that cannot run here are listed in the report
         with the reason, without results.
     backend : str, optional
-        The ``attnspec.backends`` name whose arrays ``module:callable`` targets take
-        (``None``, the default: NumPy's); built-in adapters run on their own backends, and
-        a backend named here leaves out those that do not run on it.
+        The backend whose arrays ``module:callable`` targets take (default: NumPy's);
+        naming one leaves out the built-ins that do not run on it.
     device : str, optional
         Passed to ``adapters.resolve`` for string targets.
     dtypes : str or iterable of str, optional

@@ -19,11 +19,13 @@ import numpy as np
 import attnspec
 
 from .input_kinds import (
+    ALIBI,
     BIASES,
     ERRORS,
     LOGITS,
     MASKS,
     POISONS,
+    SINKS,
     SOFTMAX_PATTERNS,
     SOFTMAX_WHERE,
     TRANSFORMS,
@@ -115,6 +117,8 @@ class AttentionParams(Params):
     kv_lengths: tuple[int, ...] | None = None
     q_lengths: tuple[int, ...] | None = None
     dropout_p: float | None = None
+    sinks: str | None = None  # input_kinds.SINKS
+    alibi: str | None = None  # input_kinds.ALIBI: the slopes
     logits: str | None = None  # input_kinds.LOGITS
     magnitude: float | None = None  # query scaled by it
     poison: str | None = None  # input_kinds.POISONS
@@ -130,7 +134,8 @@ class AttentionParams(Params):
         list(self.kinds())  # unknown kinds fail here, naming the parameter and the choices
 
     def kinds(self) -> Iterator[Kind]:
-        for table, field in ((MASKS, "mask"), (BIASES, "bias"), (LOGITS, "logits"),
+        for table, field in ((MASKS, "mask"), (BIASES, "bias"), (SINKS, "sinks"),
+                             (ALIBI, "alibi"), (LOGITS, "logits"),
                              (POISONS, "poison"), (TRANSFORMS, "transform"), (ERRORS, "error")):
             name = getattr(self, field)
             if name is not None:

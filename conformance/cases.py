@@ -19,11 +19,13 @@ import numpy as np
 from .case_inputs import Inputs
 from .case_params import AttentionParams, MhaParams, Params, SoftmaxParams, params_for
 from .input_kinds import (
+    ALIBI,
     BIASES,
     ERRORS,
     LOGITS,
     MASKS,
     POISONS,
+    SINKS,
     SOFTMAX_PATTERNS,
     SOFTMAX_WHERE,
     TRANSFORMS,
@@ -186,6 +188,12 @@ def _attention_inputs(case: Case, p: AttentionParams, rng: np.random.Generator) 
     if p.bias is not None:
         bias = kind(BIASES, "bias", p.bias).build(scores_shape, rng)
         inputs["bias"] = round_to(bias, case.dtype)
+    if p.sinks is not None:
+        sinks = kind(SINKS, "sinks", p.sinks).build((*batch, p.hq), rng)
+        inputs["sinks"] = round_to(sinks, case.dtype)
+    if p.alibi is not None:
+        slopes = kind(ALIBI, "alibi", p.alibi).build((*batch, p.hq), rng)
+        inputs["alibi_slopes"] = round_to(slopes, case.dtype)
     for name in ("kv_lengths", "q_lengths"):
         lengths = getattr(p, name)
         if lengths is not None:

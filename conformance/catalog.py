@@ -69,6 +69,8 @@ GROUPS: dict[str, Group] = {
     "lse": Group("attention", ("ATT-LSE-1",), a.plain, frozenset({"lse"})),
     "weights": Group("attention", ("ATT-WEIGHTS-1",), a.weights, frozenset({"weights"})),
     "dropout": Group("attention", ("ATT-DROPOUT-1",), a.dropout),
+    "sinks": Group("attention", ("ATT-SINK-1",), a.sinks),
+    "alibi": Group("attention", ("ATT-ALIBI-1",), a.alibi),
     "empty-rows": Group("attention", ("ATT-EMPTY-1",), a.empty),
     "poison-scores": Group("attention", ("ATT-LEAK-1",), a.poison_scores),
     "poison-kv": Group("attention", ("ATT-LEAK-2",), a.poison_kv),

@@ -81,6 +81,8 @@ RULE_CLAIMS: dict[str, Claim] = {
     "ATT-LSE-1": Claim(any_of=(("lse",),)),
     "ATT-WEIGHTS-1": Claim(any_of=(("weights",),)),
     "ATT-DROPOUT-1": Claim(any_of=(("dropout",),)),
+    "ATT-SINK-1": Claim(any_of=(("sinks",),)),
+    "ATT-ALIBI-1": Claim(any_of=(("alibi",),)),
     # empty rows and leaks arise from whatever masks: any masking input claims them
     "ATT-EMPTY-1": Claim(any_of=_MASKING),
     "ATT-LEAK-1": Claim(any_of=(("mask",), ("bias", "bias_neg_inf"))),

@@ -36,6 +36,8 @@ FEATURES: dict[str, str] = {
     "kv_lengths": "per-sequence key lengths",
     "q_lengths": "per-sequence query lengths",
     "dropout": "a caller-supplied dropout keep-mask",
+    "sinks": "attention sinks: one extra logit per (batch, head) row in the denominator",
+    "alibi": "ALiBi: -slope * |q_pos - kv_pos| added to the scores, one slope per head",
     # outputs
     "lse": "returns the log-sum-exp",
     "weights": "returns the attention weights",
@@ -72,7 +74,8 @@ KEYWORDS: dict[str, tuple[str, ...]] = {
     "scale": ("scale",), "softcap": ("softcap",), "mask": ("mask",), "bias": ("bias",),
     "causal": ("causal",), "causal_lower_right": ("causal", "alignment"),
     "window": ("window",), "kv_lengths": ("kv_lengths",), "q_lengths": ("q_lengths",),
-    "dropout": ("dropout_mask", "dropout_p"), "lse": ("return_lse",),
+    "dropout": ("dropout_mask", "dropout_p"), "sinks": ("sinks",),
+    "alibi": ("alibi_slopes",), "lse": ("return_lse",),
     "weights": ("return_weights",),
 }
 
@@ -83,7 +86,7 @@ CALL_OPTIONS: tuple[str, ...] = tuple(dict.fromkeys(
 
 #: Features a declared constraint (``exclusive``) may name: the options of a call.
 OPTIONS = frozenset({"scale", "softcap", "mask", "bias", "causal", "causal_lower_right",
-                     "window", "kv_lengths", "q_lengths", "dropout"})
+                     "window", "kv_lengths", "q_lengths", "dropout", "sinks", "alibi"})
 
 #: Features that describe the shape of the inputs rather than an option: what a "basic"
 #: case (one batch dim, Hq == Hkv, Lq == Lk, Dv == Dk, Lk > 0) needs none of.

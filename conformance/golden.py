@@ -97,7 +97,8 @@ def closed_form(case: Case, inputs: Inputs) -> Outputs:
     group = p["hq"] // p["hkv"]
     v = np.repeat(inputs["value"], group, axis=-3)
     single = p.get("mask") == "single_key" or (p["lk"] == 1 and not p.get("mask"))
-    if single and not any(options) and not p.get("softcap"):
+    extra = p.get("softcap") or p.get("sinks") or p.get("alibi")
+    if single and not any(options) and not extra:
         keep = inputs.get("mask")
         if keep is None:  # Lk = 1: the one key is attended by every row
             keep = np.ones((*inputs["query"].shape[:-1], 1), dtype=bool)
@@ -105,7 +106,7 @@ def closed_form(case: Case, inputs: Inputs) -> Outputs:
         scale = p.get("scale") or 1.0 / math.sqrt(p["dk"])
         s = np.sum(inputs["query"][..., :, None, :] * k[..., None, :, :], axis=-1) * scale
         return {"out": np.matmul(keep.astype(float), v), "lse": np.sum(np.where(keep, s, 0), -1)}
-    if p.get("logits") == "all_equal" and not p.get("bias"):
+    if p.get("logits") == "all_equal" and not p.get("bias") and not p.get("alibi"):
         keep = attnspec.attention_mask(
             p["lq"], p["lk"], mask=inputs.get("mask"), causal=bool(p.get("causal")),
             window=inputs.get("window"), alignment=p.get("alignment", "upper_left"),
@@ -115,6 +116,13 @@ def closed_form(case: Case, inputs: Inputs) -> Outputs:
             keep = np.ones((p["lq"], p["lk"]), dtype=bool)
         keep = np.broadcast_to(keep, (*p.get("batch", ()), p["hq"], p["lq"], p["lk"]))
         count = keep.sum(-1, keepdims=True)
+        if "sinks" in inputs:
+            # Every score is 0 and the sink is one more logit: the attended rows share
+            # count / (count + exp(sink)) of the mass equally (ATT-SINK-1).
+            sink = np.broadcast_to(inputs["sinks"], count.shape[:-2])[..., None, None]
+            total = count + np.exp(sink)
+            return {"out": np.matmul(keep.astype(float), v) / total,
+                    "lse": np.log(total)[..., 0]}
         mean = np.matmul(keep.astype(float), v) / np.maximum(count, 1)
         lse = np.where(count[..., 0] > 0, np.log(np.maximum(count[..., 0], 1)), -np.inf)
         return {"out": mean, "lse": lse}
@@ -157,6 +165,24 @@ def naive(case: Case, inputs: Inputs) -> Outputs:
     return _naive_attention(case, inputs, r)
 
 
+def _alibi_distances(case: Case, inputs: Inputs) -> np.ndarray:
+    """``slope * |q_pos - kv_pos|`` with positions written out: query row ``i`` sits at
+    ``i + offset``, ``offset = kv_len - q_len`` per batch entry for lower-right alignment
+    (ATT-ALIBI-1); ``(*batch, Hq, Lq, Lk)``."""
+    p = case.params
+    batch = tuple(p.get("batch", ()))
+    lq, lk = p["lq"], p["lk"]
+    offset = np.zeros(batch)
+    if inputs.get("alignment") == "lower_right":
+        kv = np.broadcast_to(inputs.get("kv_lengths", lk), batch)
+        q = np.broadcast_to(inputs.get("q_lengths", lq), batch)
+        offset = (kv - q).astype(float)
+    i = np.arange(lq)[:, None] + offset[..., None, None, None]  # (*batch, 1, Lq, 1)
+    dist = np.abs(i - np.arange(lk))
+    slopes = np.broadcast_to(inputs["alibi_slopes"], (*batch, p["hq"]))
+    return np.asarray(slopes[..., None, None] * dist)
+
+
 def _scores(q: np.ndarray, k: np.ndarray, dtype: str) -> np.ndarray:
     """``q @ k^T`` as the naive reference computes it. In float64 the golden's arithmetic is
     float64 too, so the same BLAS product would differ from it by nothing and set no
@@ -192,12 +218,21 @@ def _naive_attention(case: Case, inputs: Inputs, r: Any) -> Outputs:
             s = r(c * np.tanh(s / c))
         if "bias" in inputs:
             s = r(s + r(inputs["bias"]))
+        if "alibi_slopes" in inputs:
+            s = r(s - r(_alibi_distances(case, inputs)))
         if keep is not None:
             s = np.where(keep, s, -np.inf)
-        m = np.max(s, axis=-1, keepdims=True) if p["lk"] else np.zeros((*s.shape[:-1], 1))
+        m = np.max(s, axis=-1, keepdims=True) if p["lk"] else np.full((*s.shape[:-1], 1),
+                                                                         -np.inf)
+        sink = None
+        if "sinks" in inputs:  # one more logit in the denominator (ATT-SINK-1)
+            sink = np.broadcast_to(r(inputs["sinks"]), s.shape[:-2])[..., None, None]
+            m = np.maximum(m, sink)
         m = np.where(np.isneginf(m), 0, m)
         e = r(np.exp(s - m))
         total = r(np.sum(e, axis=-1, keepdims=True))
+        if sink is not None:
+            total = r(total + r(np.exp(sink - m)))
         weights = r(e / np.where(total == 0, 1, total))
         if "dropout_mask" in inputs:
             weights = r(np.where(inputs["dropout_mask"], weights, 0) / (1 - inputs["dropout_p"]))

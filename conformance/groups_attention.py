@@ -126,6 +126,33 @@ def dropout(full: bool) -> Variants:
     yield from _both(_shape(dropout_p=0.25), F32)
 
 
+def sinks(full: bool) -> Variants:
+    # One extra logit per row in the denominator (gpt-oss; ATT-SINK-1): with masks, with
+    # rows that attend nothing but the sink, per head, and large enough to overflow half.
+    yield from _both(_shape(sinks="random"), ("float32", "float16", "bfloat16"),
+                     ("float32", "bfloat16"))
+    yield from _both(_shape(sinks="random", mask="empty_rows"), F32)
+    yield from _both(_shape(sinks="per_head", causal=True, bias="random"), F32)
+    yield from _only_basic(_shape(sinks="large"), ("float32", "float16"))
+    # closed form: q = 0 gives out = count * mean(v) / (count + exp(sink)); batch entry 1
+    # attends nothing (kv_lengths 0): out 0, lse = its sink
+    yield from _both(_shape(sinks="random", logits="all_equal", kv_lengths=[9, 0]),
+                     ("float64", "float32"), F32)
+
+
+def alibi(full: bool) -> Variants:
+    # -slope * |q_pos - kv_pos| after the bias (ATT-ALIBI-1): the paper's slopes, random
+    # slopes per batch entry and head, and lower-right positions that differ per batch entry
+    # (kv_lengths, q_lengths), where a kernel that ignores the alignment offset is wrong.
+    yield from _both(_shape(alibi="geometric"), ("float32", "float16", "bfloat16"),
+                     ("float32", "bfloat16"))
+    yield from _both(_shape(alibi="random", mask="dense", bias="random"), F32)
+    yield from _both(_shape(alibi="random", causal=True, alignment="lower_right",
+                            kv_lengths=[9, 5]), F32)
+    yield from _both(_shape(alibi="geometric", alignment="lower_right", q_lengths=[6, 3],
+                            kv_lengths=[9, 7]), ("float64", "float32"), F32)
+
+
 def empty(full: bool) -> Variants:
     yield from _both(_shape(mask="empty_rows"), ("float32", "float16"))
     yield from _both(_shape(bias="row_neg_inf"), F32)

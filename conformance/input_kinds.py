@@ -18,7 +18,7 @@ import numpy as np
 
 from .case_inputs import Inputs
 
-__all__ = ["BIASES", "ERRORS", "LOGITS", "MASKS", "POISONS", "SOFTMAX_PATTERNS",
+__all__ = ["ALIBI", "BIASES", "ERRORS", "LOGITS", "MASKS", "POISONS", "SINKS", "SOFTMAX_PATTERNS",
            "SOFTMAX_WHERE", "TRANSFORMS", "Kind", "kind"]
 
 Shape = tuple[int, ...]
@@ -139,6 +139,47 @@ BIASES: dict[str, Kind] = {
     "key_columns": Kind(MASKING_BIAS, _bias_key_columns),
     "neg_inf": Kind(MASKING_BIAS, _neg_inf),
     "row_neg_inf": Kind(MASKING_BIAS | {"empty_rows"}, _row_neg_inf),
+}
+
+
+# -- sinks (ATT-SINK-1): build((*batch, Hq), rng) -> one logit per row of each head ---------
+
+def _sinks_random(shape: Shape, rng: np.random.Generator) -> Any:
+    return rng.standard_normal(shape) * 2.0
+
+
+def _sinks_per_head(shape: Shape, rng: np.random.Generator) -> Any:
+    return rng.standard_normal(shape[-1:]) * 2.0  # (Hq,): one per head, broadcast over batch
+
+
+def _sinks_large(shape: Shape, rng: np.random.Generator) -> Any:
+    # exp(30) ~ 1e13 overflows float16 (and exp(s) of every score is tiny beside it): a
+    # kernel that adds exp(sink) without the row max gets inf, or loses every weight.
+    return 30.0 + rng.random(shape)
+
+
+SINKS: dict[str, Kind] = {
+    "random": Kind(_f("sinks"), _sinks_random),
+    "per_head": Kind(_f("sinks"), _sinks_per_head),
+    "large": Kind(_f("sinks", "extreme"), _sinks_large),
+}
+
+
+# -- ALiBi slopes (ATT-ALIBI-1): build((*batch, Hq), rng) -> one slope per head ------------
+
+def _alibi_geometric(shape: Shape, rng: np.random.Generator) -> Any:
+    # The ALiBi paper's slopes 2^(-8 h / H), h = 1..H, one per head (exact in every dtype).
+    hq = shape[-1]
+    return 2.0 ** (-8.0 * np.arange(1, hq + 1) / hq)
+
+
+def _alibi_random(shape: Shape, rng: np.random.Generator) -> Any:
+    return rng.random(shape)  # per batch entry and head
+
+
+ALIBI: dict[str, Kind] = {
+    "geometric": Kind(_f("alibi"), _alibi_geometric),
+    "random": Kind(_f("alibi"), _alibi_random),
 }
 
 

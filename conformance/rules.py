@@ -27,6 +27,10 @@ RULES: dict[str, str] = {
     "ATT-WEIGHTS-1": "weights multiply V (after dropout)",
     "ATT-DROPOUT-1": "caller keep-mask, kept weights scaled by 1/(1-p)",
     "ATT-EMPTY-1": "a fully masked row gives out 0, lse -inf, weights 0",
+    "ATT-SINK-1": "sinks: one extra logit per row in the denominator and in lse; a row with "
+                  "nothing to attend gives out 0, lse = its sink",
+    "ATT-ALIBI-1": "ALiBi: -slope * |q_pos - kv_pos| added after the bias, positions shifted "
+                   "by the alignment offset",
     "ATT-LEAK-1": "NaN/inf at masked scores or bias never reach the output",
     "ATT-LEAK-2": "NaN/inf in K/V past kv_lengths never reach the output",
     "ATT-NAN-1": "NaN in an attended score propagates to its row",

@@ -64,6 +64,9 @@ DEFECTS: dict[str, str] = {
     "float64_as_float32": "float64 inputs computed and returned in float32",
     "no_argument_checks": "no argument checks: mismatched heads fail deep inside (IndexError)",
     "out_blhd": "out returned tokens-first, (*batch, Lq, Hq, Dv)",
+    "sinks_ignored": "sinks has no effect (a kernel that drops the sink logit)",
+    "alibi_without_offset": "ALiBi distances |i - j| from the indices, ignoring the "
+                            "lower-right offset (kv_len - q_len)",
 }
 
 
@@ -152,6 +155,16 @@ def _attention(query: Any, key: Any, value: Any, defect: str | None, **o: Any) -
         b = np.asarray(o["bias"]).astype(acc)
         s = s + b if defect == "additive_masking" else np.where(b == -math.inf, -math.inf,
                                                                     s + b)
+    if o["alibi_slopes"] is not None:
+        batch = s.shape[:-3]
+        offset = np.zeros(batch)
+        if alignment == "lower_right" and defect != "alibi_without_offset":
+            kv = np.broadcast_to(lk if kv_lengths is None else np.asarray(kv_lengths), batch)
+            qn = np.broadcast_to(lq if q_lengths is None else np.asarray(q_lengths), batch)
+            offset = (kv - qn).astype(float)
+        dist = np.abs(np.arange(lq)[:, None] + offset[..., None, None, None] - np.arange(lk))
+        slopes = np.broadcast_to(np.asarray(o["alibi_slopes"]), (*batch, hq))[..., None, None]
+        s = (s - slopes * dist).astype(acc)
     if defect == "nan_as_masked":
         s = np.where(np.isnan(s), -math.inf, s)
     if keep is not None and defect == "finfo_min_masking":
@@ -168,11 +181,17 @@ def _attention(query: Any, key: Any, value: Any, defect: str | None, **o: Any) -
         row_max = np.max(s, axis=-1, keepdims=True)
     else:
         row_max = np.full((*s.shape[:-1], 1), -math.inf, dtype=acc)
+    sink = None
+    if o["sinks"] is not None and defect != "sinks_ignored":
+        sink = np.broadcast_to(np.asarray(o["sinks"]).astype(acc), s.shape[:-2])[..., None, None]
+        row_max = np.maximum(row_max, sink)
     shift = np.where(row_max == -math.inf, 0, row_max).astype(acc)
     if defect == "no_max_subtraction":
         shift = np.zeros_like(shift)
     e = np.exp(s - shift).astype(acc)
     total = _half_sum(e) if low else np.sum(e, axis=-1, keepdims=True)
+    if sink is not None:
+        total = (total + np.exp(sink - shift)).astype(acc)
     safe = np.where(total == 0, 1, total).astype(acc)
     lse = np.where(total == 0, -math.inf, shift + np.log(safe))
     lse = np.where(row_max == math.inf, math.inf, lse)
@@ -218,6 +237,8 @@ def _implementation(defect: str | None) -> Any:
         alignment: str = "upper_left",
         scale: float | None = None,
         softcap: float | None = None,
+        sinks: Any = None,
+        alibi_slopes: Any = None,
         kv_lengths: Any = None,
         q_lengths: Any = None,
         dropout_mask: Any = None,
@@ -231,7 +252,9 @@ def _implementation(defect: str | None) -> Any:
         with np.errstate(all="ignore"):
             return _attention(
                 query, key, value, defect, mask=mask, bias=bias, causal=causal, window=window,
-                alignment=alignment, scale=scale, softcap=softcap, kv_lengths=kv_lengths,
+                alignment=alignment, scale=scale, softcap=softcap, sinks=sinks,
+                alibi_slopes=alibi_slopes,
+                kv_lengths=kv_lengths,
                 q_lengths=q_lengths, dropout_mask=dropout_mask, dropout_p=dropout_p,
                 return_lse=return_lse, return_weights=return_weights,
             )

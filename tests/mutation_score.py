@@ -87,6 +87,8 @@ RULES_BROKEN: dict[str, str] = {
     "float64_as_float32": "ATT-DTYPE-1",
     "no_argument_checks": "ATT-ARG-1",
     "out_blhd": "ATT-SHAPE-1",
+    "sinks_ignored": "ATT-SINK-1",
+    "alibi_without_offset": "ATT-ALIBI-1",
     "softmax_no_max_subtraction": "SMX-1",
     "softmax_where_ignored": "SMX-2",
     "softmax_nan_for_empty_rows": "SMX-3",

@@ -86,6 +86,8 @@ def ref_attention(
     alignment="upper_left",
     scale=None,
     softcap=None,
+    sinks=None,
+    alibi_slopes=None,
     kv_lengths=None,
     q_lengths=None,
     dropout_mask=None,
@@ -110,6 +112,12 @@ def ref_attention(
         Offset 0, or ``kv_len[b] - q_len[b]`` per batch element.
     scale, softcap : float, optional
         Score scale (default ``1/sqrt(Dk)``) and tanh soft-cap.
+    sinks : array_like, optional
+        One extra logit per row of each head, broadcastable to ``(*batch, Hq)``, in the
+        denominator only.
+    alibi_slopes : array_like, optional
+        One slope per head, broadcastable to ``(*batch, Hq)``: ``slope * |i + offset - j|``
+        is subtracted from the score after the bias.
     kv_lengths, q_lengths : array_like of int, optional
         Shape ``(*batch,)``; keys ``j >= kv_len`` are masked, rows ``i >= q_len`` are padding.
     dropout_mask : array_like of bool, optional
@@ -143,6 +151,8 @@ def ref_attention(
     keep = None if dropout_mask is None else np.broadcast_to(np.asarray(dropout_mask, bool), full)
     kv_len = None if kv_lengths is None else np.broadcast_to(np.asarray(kv_lengths), batch)
     q_len = None if q_lengths is None else np.broadcast_to(np.asarray(q_lengths), batch)
+    sink = None if sinks is None else np.broadcast_to(_f64(sinks), (*batch, hq))
+    slopes = None if alibi_slopes is None else np.broadcast_to(_f64(alibi_slopes), (*batch, hq))
     scale = 1.0 / math.sqrt(dk) if scale is None else float(scale)
     left, right = (None, None) if window is None else window
     group = hq // hkv
@@ -183,10 +193,17 @@ def ref_attention(
                         s = softcap * math.tanh(s / softcap)
                     if bias is not None:
                         s += float(bias[(*idx, j)])
+                    if slopes is not None:
+                        s -= float(slopes[(*b, h)]) * abs(i + off - j)
                     attended.append(j)
                     scores.append(s)
-                row_lse = _row_lse(scores)
-                probs = _row_probs(scores, row_lse)
+                if sink is None:
+                    row_lse = _row_lse(scores)
+                    probs = _row_probs(scores, row_lse)
+                else:  # the sink: one more logit in the row, with no value
+                    row = [*scores, float(sink[(*b, h)])]
+                    row_lse = _row_lse(row)
+                    probs = _row_probs(row, row_lse)[:-1]
                 lse[idx] = row_lse
                 for j, p in zip(attended, probs, strict=True):
                     if keep is not None:

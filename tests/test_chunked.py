@@ -18,6 +18,7 @@ from attnspec.attention import choose_blocks
 from attnspec.conformance.adapters.attnspec_adapter import AttnspecAdapter
 from attnspec.conformance.cases import make_inputs
 from attnspec.conformance.catalog import catalog
+from attnspec.conformance.features import CALL_OPTIONS
 from attnspec.conformance.golden import golden, naive
 from attnspec.conformance.tolerance import grade
 
@@ -35,9 +36,7 @@ class ChunkedAdapter(AttnspecAdapter):
     def call(self, case, args):
         import attnspec as a
 
-        opts = {k: args[k] for k in ("mask", "bias", "causal", "window", "alignment", "scale",
-                                     "softcap", "kv_lengths", "q_lengths", "dropout_mask",
-                                     "dropout_p") if k in args}
+        opts = {k: args[k] for k in CALL_OPTIONS if k in args}
         out, lse, weights = a.scaled_dot_product_attention(
             args["query"], args["key"], args["value"], return_lse=True, return_weights=True,
             chunk_size=self.chunk_size, **opts)

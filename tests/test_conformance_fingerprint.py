@@ -71,6 +71,7 @@ BROKEN_ANSWERS = {
     "q_lengths_ignored": {}, "causal_dropped_single_row": {}, "lse_base2": {},
     "weights_unnormalised": {}, "dropout_unscaled": {}, "nan_as_masked": {},
     "float64_as_float32": {}, "no_argument_checks": {},
+    "sinks_ignored": {}, "alibi_without_offset": {},  # no probe passes sinks or ALiBi
     "finfo_min_masking": {"fully_masked_row": "mean_v"},  # as JAX
     "additive_masking": {"masked_value_leak": "nan"},  # as torch SDPA
     "padding_not_zeroed": {"kv_padding_leak": "nan"},

@@ -7,13 +7,11 @@ from typing import Any
 import attnspec
 
 from ..cases import SOFTMAX_OPS, Case
-from ..features import FEATURES, OPT_IN
+from ..features import CALL_OPTIONS, FEATURES, OPT_IN
 from .base import Adapter, has_autodiff, on_host
 
 __all__ = ["AttnspecAdapter"]
 
-_SDPA_OPTIONS = ("mask", "bias", "causal", "window", "alignment", "scale", "softcap",
-                 "kv_lengths", "q_lengths", "dropout_mask", "dropout_p")
 
 
 class AttnspecAdapter(Adapter):
@@ -45,7 +43,7 @@ class AttnspecAdapter(Adapter):
             rest = {k: v for k, v in args.items() if k not in ("query", "key", "value")}
             return {"out": attnspec.multi_head_attention(args["query"], args["key"],
                                                          args["value"], **rest)}
-        options = {k: args[k] for k in _SDPA_OPTIONS if k in args}
+        options = {k: args[k] for k in CALL_OPTIONS if k in args}
         if case.backward:
             # A gradient case differentiates out alone: lse and weights would only add work
             # to the traced program (under JAX, its compilation).
