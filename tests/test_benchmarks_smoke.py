@@ -15,6 +15,9 @@ from pathlib import Path
 
 import pytest
 
+#: A slow suite: `python -m pytest -m slow` (CI runs it; the default run leaves it out).
+pytestmark = pytest.mark.slow
+
 pytest.importorskip("pytest_benchmark", reason="the harness needs pytest-benchmark")
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -73,6 +73,9 @@ def test_chunked_path_passes_every_catalog_case(xb, chunk_size):
         if chunk_size == 1:
             pytest.skip(f"{xb.name}: block size 1 builds one op per score (runs on eager "
                         "backends)")
+        if chunk_size == 3:
+            pytest.skip(f"{xb.name}: ragged blocks are graded here with (2, 5); block size 3 "
+                        "runs on eager backends")
     with np.errstate(all="ignore"):
         ran, failures = _grade_all(ChunkedAdapter(xb.name, chunk_size), cases)
     assert ran > 0

@@ -22,6 +22,7 @@ from reference import ref_attention
 import attnspec
 
 pytestmark = [
+    pytest.mark.slow,  # torch.compile and jax.jit compilations: `-m slow` (CI runs it)
     # array_api_compat memoises its type checks with functools.lru_cache; Dynamo traces
     # through the cache (harmless: they are pure functions of the type) and says so each time.
     pytest.mark.filterwarnings("ignore:Dynamo detected a call to a `functools.lru_cache`"),

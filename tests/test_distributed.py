@@ -32,6 +32,9 @@ from reference import ref_attention
 
 import attnspec
 
+#: A slow suite: `python -m pytest -m slow` (CI runs it; the default run leaves it out).
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 JAX_SCRIPT = Path(__file__).resolve().parent / "distributed_jax_script.py"

@@ -19,6 +19,9 @@ import pytest
 
 import attnspec
 
+#: A slow suite: `python -m pytest -m slow` (CI runs it; the default run leaves it out).
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 VERSION = attnspec.__version__
 
