@@ -22,9 +22,8 @@ __all__ = ["attend", "keep", "low_precision_reference", "options", "raw_scores",
 
 
 def options(inputs: Mapping[str, Any]) -> dict[str, Any]:
-    """The keyword arguments among a case's inputs (not q/k/v, not the ``__`` bookkeeping)."""
-    return {k: v for k, v in inputs.items()
-            if k not in ("query", "key", "value") and not k.startswith("__")}
+    """The keyword arguments among a case's inputs (not q/k/v)."""
+    return {k: v for k, v in inputs.items() if k not in ("query", "key", "value")}
 
 
 def sdpa(inputs: Mapping[str, Any], **overrides: Any) -> np.ndarray:

@@ -34,10 +34,6 @@ class GoldenMismatchError(AssertionError):
     """The float64 golden disagrees with an independent closed form (a bug in attnspec)."""
 
 
-def _options(inputs: Inputs) -> dict[str, Any]:
-    return {k: v for k, v in inputs.items() if k not in ("query", "key", "value")}
-
-
 def golden(case: Case, inputs: Inputs) -> Outputs:
     """float64 outputs the case's implementation must reproduce, closed-form checked."""
     # Cases feed NaN and inf on purpose; NumPy's warnings about them are noise here.
@@ -57,7 +53,7 @@ def _golden(case: Case, inputs: Inputs) -> Outputs:
         return {"out": np.asarray(out)}
     out, lse, weights = attnspec.scaled_dot_product_attention(
         base["query"], base["key"], base["value"], return_lse=True, return_weights=True,
-        **_options(base),
+        **base.options(),
     )
     result = {"out": out, "lse": lse, "weights": weights}
     if case.backward:

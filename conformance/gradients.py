@@ -181,8 +181,7 @@ def naive_gradients(params: Mapping[str, Any], inputs: Inputs,
 
 def _loss(inputs: Inputs, arrays: dict[str, np.ndarray]) -> float:
     """``sum(dO * out)`` of attnspec's float64 forward at ``arrays`` (the golden forward)."""
-    options = {k: v for k, v in inputs.items()
-               if k not in ("query", "key", "value")}
+    options = inputs.options()
     options.update({k: v for k, v in arrays.items() if k == "bias"})
     out = attnspec.scaled_dot_product_attention(arrays["query"], arrays["key"],
                                                 arrays["value"], **options)
