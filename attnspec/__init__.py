@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from . import native
 from .attention import native_plan, scaled_dot_product_attention
-from .layout import bhld_to_blhd, blhd_to_bhld, merge_heads, split_heads
+from .layout import (
+    bhld_to_blhd,
+    bhld_to_packed,
+    blhd_to_bhld,
+    merge_heads,
+    packed_to_bhld,
+    split_heads,
+)
 from .masks import (
     attention_mask,
     causal_mask,
@@ -19,6 +26,7 @@ from .masks import (
 )
 from .merge import merge
 from .mha import multi_head_attention
+from .segments import cu_seqlens_from_segment_ids, segment_ids_from_cu_seqlens
 from .softmax import log_softmax, logsumexp, softmax
 
 __version__ = "0.1.0"
@@ -26,9 +34,11 @@ __version__ = "0.1.0"
 __all__ = [
     "attention_mask",
     "bhld_to_blhd",
+    "bhld_to_packed",
     "blhd_to_bhld",
     "causal_mask",
     "combine_masks",
+    "cu_seqlens_from_segment_ids",
     "length_mask",
     "log_softmax",
     "logsumexp",
@@ -38,7 +48,9 @@ __all__ = [
     "multi_head_attention",
     "native",
     "native_plan",
+    "packed_to_bhld",
     "scaled_dot_product_attention",
+    "segment_ids_from_cu_seqlens",
     "softmax",
     "split_heads",
     "window_mask",

@@ -3,8 +3,11 @@ working memory is one block of scores instead of the whole ``Lq x Lk`` matrix.
 
 Blocks that lie entirely outside the causal/window band are skipped by shape arithmetic;
 the loops run over static shapes only, so the path traces under ``jax.jit`` and stays lazy
-on Dask. Numerically it differs from the direct path only by rounding (the running sum is
-rescaled once per key block).
+on Dask. On eager arrays it also skips the blocks that the per-token inputs empty (a packed
+batch's blocks across two segments, positions outside the band), which it reads from the
+data once per call: the work of a packed batch follows its real tokens. Numerically it
+differs from the direct path only by rounding (the running sum is rescaled once per key
+block).
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ import math
 
 import array_api_compat
 
-from ._namespace import Array
+from ._blocks import Block, Tokens, band_limits, block_outside_band, static_offset
+from ._mods import mask_mod_keep
+from ._namespace import Array, Namespace
 from ._normalizer import Normalizer, log_normalizer, max_along
 from ._problem import (
     Problem,
@@ -23,7 +28,6 @@ from ._problem import (
     transposed_copy,
     weighted_values,
 )
-from .masks import Block, band_limits, block_outside_band, static_offset
 
 
 def _in_place(x: Array) -> bool:
@@ -41,15 +45,21 @@ def chunked(p: Problem, block_q: int, block_k: int) -> list[Array]:
     xp, shape, call = p.xp, p.shape, p.call
     return_lse, return_weights = call.return_lse, call.return_weights
     per_batch = call.kv_lengths is not None or call.q_lengths is not None
-    offset = static_offset(shape.lq, shape.lk, call.alignment, per_batch)
+    offset = static_offset(shape.lq, shape.lk, call.alignment, per_batch, p.tokens)
     limits = band_limits(call.causal, call.window)
     col_blocks = _blocks(shape.lk, block_k)
     row_blocks = _blocks(shape.lq, block_q)
-    if len(row_blocks) > 1 and not array_api_compat.is_lazy_array(p.k):
+    eager = not array_api_compat.is_lazy_array(p.k)
+    if len(row_blocks) > 1 and eager:
         p = p._replace(kt=transposed_copy(p.k, xp))
+    empty = (_token_empty(p.tokens, row_blocks, col_blocks, limits, xp)
+             if eager and p.tokens is not None else set())
+    if eager and call.mask_mod is not None and len(row_blocks) * len(col_blocks) > 1:
+        empty |= _mask_mod_empty(p, row_blocks, col_blocks, empty)
     outs, lses, weight_rows = [], [], []
-    for rows in row_blocks:
-        live = [c for c in col_blocks if not block_outside_band(rows, c, offset, limits)]
+    for r, rows in enumerate(row_blocks):
+        live = [c for k, c in enumerate(col_blocks)
+                if not block_outside_band(rows, c, offset, limits) and (r, k) not in empty]
         out, n = _online(p, rows, live)
         outs.append(out)
         if return_lse:
@@ -62,6 +72,69 @@ def chunked(p: Problem, block_q: int, block_k: int) -> list[Array]:
     if return_weights:
         results.append(output(p, xp.concat(weight_rows, axis=-2)))
     return results
+
+
+def _ranges(x: Array | None, blocks: list[Block], axis: int, xp: Namespace,
+            ids: bool) -> list[tuple[float, float]]:
+    """``(min, max)`` of per-token values over each block along ``axis`` (all batch entries),
+    as Python numbers; ``x=None`` stands for the indices. For segment ids (``ids``) over
+    the non-negative ones only, an all-padding block giving ``(inf, -inf)``."""
+    if x is None:
+        return [(start, stop - 1) for start, stop in blocks]
+    above = xp.max(x) + 1 if ids else None
+    out: list[tuple[float, float]] = []
+    for start, stop in blocks:
+        part = x[..., start:stop, :] if axis == -2 else x[..., start:stop]
+        high = float(xp.max(part))
+        if ids and high < 0:
+            out.append((math.inf, -math.inf))
+        elif ids:
+            out.append((float(xp.min(xp.where(part < 0, above, part))), high))
+        else:
+            out.append((float(xp.min(part)), high))
+    return out
+
+
+def _token_empty(tokens: Tokens, row_blocks: list[Block], col_blocks: list[Block],
+                 limits: tuple[int | None, int | None], xp: Namespace) -> set[tuple[int, int]]:
+    """``(row block, column block)`` pairs that positions or segments leave empty: no shared
+    segment id (ATT-SEG-1), or every position pair outside the band (ATT-POS-1). Sound for
+    any data: a block is only called empty when no pair in it can be attended."""
+    segmented = tokens.q_seg is not None and tokens.kv_seg is not None
+    q_seg = _ranges(tokens.q_seg, row_blocks, -2, xp, ids=True) if segmented else None
+    kv_seg = _ranges(tokens.kv_seg, col_blocks, -1, xp, ids=True) if segmented else None
+    left, right = limits
+    banded = tokens.positioned and (left is not None or right is not None)
+    q_pos = _ranges(tokens.q_pos, row_blocks, -2, xp, ids=False) if banded else None
+    kv_pos = _ranges(tokens.kv_pos, col_blocks, -1, xp, ids=False) if banded else None
+    empty = set()
+    for r in range(len(row_blocks)):
+        for c in range(len(col_blocks)):
+            if q_seg is not None and kv_seg is not None:
+                (q_low, q_high), (k_low, k_high) = q_seg[r], kv_seg[c]
+                if q_high < k_low or k_high < q_low:
+                    empty.add((r, c))
+                    continue
+            if q_pos is not None and kv_pos is not None:
+                (q_low, q_high), (k_low, k_high) = q_pos[r], kv_pos[c]
+                if ((right is not None and k_low - q_high > right)
+                        or (left is not None and k_high - q_low < -left)):
+                    empty.add((r, c))
+    return empty
+
+
+def _mask_mod_empty(p: Problem, row_blocks: list[Block], col_blocks: list[Block],
+                    known: set[tuple[int, int]]) -> set[tuple[int, int]]:
+    """Blocks where ``mask_mod`` keeps nothing (eager arrays; FlexAttention's block mask):
+    evaluated once here, and again for the blocks that stay live."""
+    xp, shape = p.xp, p.shape
+    empty = set()
+    for r, rows in enumerate(row_blocks):
+        for c, cols in enumerate(col_blocks):
+            if (r, c) not in known and not bool(xp.any(mask_mod_keep(
+                    p.call.mask_mod, shape, rows, cols, xp, p.device))):
+                empty.add((r, c))
+    return empty
 
 
 def _online(p: Problem, rows: Block, cols: list[Block]) -> tuple[Array, Normalizer]:

@@ -14,9 +14,17 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
+from ._blocks import (
+    Block,
+    Tokens,
+    and_masks,
+    block_keep,
+    relative_positions,
+    slice_block,
+)
+from ._mods import apply_score_mod, mask_mod_keep
 from ._namespace import Array, Namespace, to_dtype
 from ._validate import AttentionCall, AttentionShape
-from .masks import Block, block_keep, relative_positions, slice_block
 
 
 class Problem(NamedTuple):
@@ -34,6 +42,7 @@ class Problem(NamedTuple):
     bias: Array | None  # in acc
     sinks: Array | None  # in acc, shaped (*batch, Hq, 1, 1): one logit per row of a head
     alibi: Array | None  # ALiBi slopes in acc, shaped (*batch, Hq, 1, 1)
+    tokens: Tokens | None  # positions and segment ids, or None (ATT-POS-1, ATT-SEG-1)
     dropout_scale: float
     device: Any
     #: ``key`` transposed to ``(*batch, Hkv, Dk, Lk)`` in its own row-major copy, or None.
@@ -57,6 +66,8 @@ def block_scores(p: Problem, rows: Block, cols: Block) -> Array:
     call = p.call
     if call.softcap is not None:
         s = call.softcap * xp.tanh(s / call.softcap)
+    if call.score_mod is not None:  # after softcap, before the bias (ATT-MOD-1)
+        s = apply_score_mod(call.score_mod, s, shape, rows, cols, xp, p.device)
     bias = slice_block(p.bias, rows, cols)
     if bias is not None:
         # A -inf bias entry masks its position even where q.k is NaN or +inf (ATT-BIAS-1).
@@ -64,13 +75,15 @@ def block_scores(p: Problem, rows: Block, cols: Block) -> Array:
     if p.alibi is not None:  # after the bias (ATT-ALIBI-1): -slope * |q_pos - kv_pos|
         rel = relative_positions(shape.lq, shape.lk, alignment=call.alignment,
                                  kv_lengths=call.kv_lengths, q_lengths=call.q_lengths, xp=xp,
-                                 device=p.device, rows=rows, cols=cols)
+                                 device=p.device, rows=rows, cols=cols, tokens=p.tokens)
         s = s - p.alibi * xp.abs(to_dtype(xp, rel, p.acc))
     keep = block_keep(
         shape.lq, shape.lk, rows, cols, mask=call.mask, causal=call.causal,
         window=call.window, alignment=call.alignment, kv_lengths=call.kv_lengths,
-        q_lengths=call.q_lengths, xp=xp, device=p.device,
+        q_lengths=call.q_lengths, xp=xp, device=p.device, tokens=p.tokens,
     )
+    if call.mask_mod is not None:
+        keep = and_masks(keep, mask_mod_keep(call.mask_mod, shape, rows, cols, xp, p.device))
     return s if keep is None else xp.where(keep, s, -math.inf)
 
 

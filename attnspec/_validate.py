@@ -293,6 +293,9 @@ def _scalar_array(x: Any) -> Any:
     return x if is_array(x) and not isinstance(x, numbers.Real) else None
 
 
+#: Per-token integer options: where each query and key sits, and which sequence it is in.
+TOKEN_OPTIONS = ("q_positions", "kv_positions", "q_segment_ids", "kv_segment_ids")
+
 #: Values of ``scaled_dot_product_attention(implementation=...)``.
 IMPLEMENTATIONS = ("portable", "native", "auto")
 
@@ -327,6 +330,13 @@ class AttentionCall:
     softcap: Any = None  # a Python real, or a 0-d array
     sinks: Array | None = None  # one logit per (*batch, Hq) row, in the denominator only
     alibi_slopes: Array | None = None  # one slope per (*batch, Hq) head
+    q_positions: Array | None = None  # (*batch, Lq) integers: causal/window/ALiBi use them
+    kv_positions: Array | None = None  # (*batch, Lk)
+    q_segment_ids: Array | None = None  # (*batch, Lq): packed varlen; negative = padding
+    kv_segment_ids: Array | None = None  # (*batch, Lk)
+    block_table: Array | None = None  # (*batch, max_pages); key/value already gathered
+    score_mod: Any = None  # FlexAttention's score_mod(score, b, h, q_idx, kv_idx)
+    mask_mod: Any = None  # FlexAttention's mask_mod(b, h, q_idx, kv_idx) -> bool
     window: Window | None = None  # None also for a window that masks nothing
     q_lengths: Array | None = None  # as an index-dtype array on the query's device
     dropout_mask: Array | None = None
@@ -345,7 +355,7 @@ class AttentionCall:
 #: with another option: ``dropout_p`` needs ``dropout_mask``).
 KERNEL_OPTIONS = frozenset({"xp", "shape", "device", "query", "key", "value", "causal",
                             "alignment", "scale", "kv_lengths", "dropout_p",
-                            "implementation"})
+                            "implementation", "block_table"})
 _PORTABLE_ONLY = tuple(f.name for f in fields(AttentionCall) if f.name not in KERNEL_OPTIONS)
 
 
@@ -364,6 +374,10 @@ def attention_call(arguments: Mapping[str, Any]) -> AttentionCall:
     ``arguments``: every parameter of the public function by name (its ``locals()`` on
     entry, or ``inspect.signature(...).bind(...)`` with defaults applied).
     """
+    # The checks of the newer input forms live beside (imported here: they use this
+    # module's helpers).
+    from ._validate_forms import check_mod, check_token_options, paged_pools
+
     a = arguments
     check_implementation(a["implementation"])
     query, key, value = a["query"], a["key"], a["value"]
@@ -374,10 +388,14 @@ def attention_call(arguments: Mapping[str, Any]) -> AttentionCall:
         "dropout_mask": dropout_mask, "kv_lengths": _scalar_array(kv_lengths),
         "q_lengths": _scalar_array(q_lengths), "scale": _scalar_array(a["scale"]),
         "softcap": _scalar_array(a["softcap"]), "sinks": a["sinks"],
-        "alibi_slopes": a["alibi_slopes"],
+        "alibi_slopes": a["alibi_slopes"], **{n: a[n] for n in TOKEN_OPTIONS},
+        "block_table": a["block_table"],
     }
     xp = namespace_of(a["xp"], arrays, required=("query", "key", "value"))
     device = check_same_device(arrays)
+    if a["block_table"] is not None:  # page pools -> the dense caches they describe
+        key, value = paged_pools(a, xp, device)
+        a = {**a, "key": key, "value": value}
     shape = attention_shape(query, key, value, xp)
     check_bool("mask", mask, xp, MASK_HINT)
     check_bool("dropout_mask", dropout_mask, xp)
@@ -386,13 +404,16 @@ def attention_call(arguments: Mapping[str, Any]) -> AttentionCall:
         check_broadcast(name, arr, shape.scores, "the scores' shape (*batch, Hq, Lq, Lk)")
     check_per_head("sinks", a["sinks"], shape, xp, "one logit per row of each head")
     check_per_head("alibi_slopes", a["alibi_slopes"], shape, xp, "one slope per head")
+    check_token_options(a, shape.lq, shape.lk, xp, shape.batch)
+    check_mod("score_mod", a["score_mod"], "score_mod(score, b, h, q_idx, kv_idx) -> score")
+    check_mod("mask_mod", a["mask_mod"], "mask_mod(b, h, q_idx, kv_idx) -> bool")
     check_positive_real("scale", a["scale"], xp)
     check_positive_real("softcap", a["softcap"], xp)
     dropout_p = check_dropout(a["dropout_p"], dropout_mask)
     check_chunk_size(a["chunk_size"])
     window = check_band_options(a["causal"], a["window"], a["alignment"])
 
-    index = None if kv_lengths is None and q_lengths is None else _index_dtype(xp, device)
+    index = None if kv_lengths is None and q_lengths is None else index_dtype(xp, device)
     if kv_lengths is not None:
         kv_lengths = as_lengths(kv_lengths, "kv_lengths", xp, device, index)
         check_lengths_shape("kv_lengths", kv_lengths, shape.batch)
@@ -406,6 +427,6 @@ def attention_call(arguments: Mapping[str, Any]) -> AttentionCall:
     })
 
 
-def _index_dtype(xp: Namespace, device: Any) -> Any:
+def index_dtype(xp: Namespace, device: Any) -> Any:
     """The namespace's default integer dtype (what ``arange`` gives)."""
     return xp.arange(1, device=device).dtype

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from typing import Any
 
 import array_api_compat
 
 from . import _validate as check
 from . import native as _native
+from ._blocks import key_padding
 from ._chunked import chunked
 from ._direct import direct
 from ._namespace import (
@@ -20,8 +22,9 @@ from ._namespace import (
     to_dtype,
 )
 from ._problem import Problem, default_scale
-from .masks import Window, key_padding
+from .masks import Window
 from .native import Plan
+from .segments import resolve_tokens
 
 __all__ = ["choose_blocks", "native_plan", "scaled_dot_product_attention"]
 
@@ -37,14 +40,21 @@ LARGE_BLOCK_BYTES = 256 * 2**20
 BLOCK_K = 8192
 #: Query blocks are multiples of this many rows (no ragged BLAS panels), unless Lq is smaller.
 ROW_QUANTUM = 16
+#: Key block length for packed sequences on eager arrays: blocks that share no segment are
+#: skipped, so a block should be no longer than a typical sequence (a key block spanning the
+#: whole packed row would make every block live). 512 keys x 256 rows x 8 heads is the
+#: 4 MiB block; measured in benchmarks/varlen.py.
+SEGMENT_BLOCK_K = 512
 
 
 def choose_blocks(shape: check.AttentionShape, chunk_size: int | tuple[int, int] | None,
-                  return_weights: bool, large: bool = False) -> tuple[int, int] | None:
+                  return_weights: bool, large: bool = False,
+                  segmented: bool = False) -> tuple[int, int] | None:
     """``(block_q, block_k)`` for the chunked path, or ``None`` for the direct path.
 
     ``large``: the arrays live on an accelerator or in a lazy graph (see
-    :data:`LARGE_BLOCK_BYTES`).
+    :data:`LARGE_BLOCK_BYTES`). ``segmented``: packed sequences on eager arrays, whose key
+    blocks stay short enough to skip (:data:`SEGMENT_BLOCK_K`).
     """
     heads = shape.hq
     for n in shape.batch:
@@ -61,6 +71,8 @@ def choose_blocks(shape: check.AttentionShape, chunk_size: int | tuple[int, int]
     # cache), so no running rescale is needed; else key blocks of BLOCK_K.
     slab = heads * min(shape.lq, ROW_QUANTUM) * shape.lk * 4
     block_k = shape.lk if slab <= budget else min(shape.lk, BLOCK_K)
+    if segmented:
+        block_k = min(block_k, SEGMENT_BLOCK_K)
     rows = budget // (4 * heads * block_k)
     block_q = max(ROW_QUANTUM, rows - rows % ROW_QUANTUM)
     if block_q >= shape.lq and block_k == shape.lk:
@@ -88,6 +100,13 @@ def scaled_dot_product_attention(
     softcap: float | None = None,
     sinks: Array | None = None,
     alibi_slopes: Array | None = None,
+    q_positions: Array | None = None,
+    kv_positions: Array | None = None,
+    q_segment_ids: Array | None = None,
+    kv_segment_ids: Array | None = None,
+    score_mod: Callable[..., Array] | None = None,
+    mask_mod: Callable[..., Array] | None = None,
+    block_table: Array | None = None,
     kv_lengths: Array | int | None = None,
     q_lengths: Array | int | None = None,
     dropout_mask: Array | None = None,
@@ -135,6 +154,33 @@ def scaled_dot_product_attention(
         slope per head, broadcastable to ``(*batch, Hq)``; positions are the indices, the
         query's shifted by the alignment offset (so with ``alignment="lower_right"`` the
         last query row is at distance 0 from the last key, as in flash-attention).
+    q_positions, kv_positions : integer array, optional
+        Where each query / key sits, broadcastable to ``(*batch, Lq)`` / ``(*batch, Lk)``:
+        causal keeps ``kv_pos <= q_pos``, a window ``q_pos - left <= kv_pos <= q_pos +
+        right``, ALiBi reads ``|q_pos - kv_pos|`` (chunked prefill, context-parallel shards,
+        caches with holes). A side not given is its indices. Not with
+        ``alignment="lower_right"``, which is the default positions shifted by
+        ``kv_len - q_len``.
+    q_segment_ids, kv_segment_ids : integer array, optional
+        Packed sequences (varlen), both broadcastable to ``(*batch, Lq)`` / ``(*batch, Lk)``:
+        a pair is attended only when the ids are equal; a negative id is padding (attends
+        nothing, never attended, its K/V never read). Causal, window, alignment and ALiBi
+        apply per segment, positions restarting at each segment's start (given positions
+        take precedence). :func:`attnspec.segment_ids_from_cu_seqlens` converts
+        flash-attention's ``cu_seqlens``.
+    score_mod, mask_mod : callable, optional
+        FlexAttention's ``score_mod(score, b, h, q_idx, kv_idx) -> score`` (after softcap,
+        before ``bias``) and ``mask_mod(b, h, q_idx, kv_idx) -> bool`` (True = may attend),
+        called per block with broadcasting index arrays: ``b`` the flat batch index
+        ``(*batch, 1, 1, 1)``, ``h`` ``(Hq, 1, 1)``, ``q_idx`` ``(rows, 1)``, ``kv_idx``
+        ``(1, cols)``. The chunked path skips blocks ``mask_mod`` empties on eager arrays.
+    block_table : integer array, optional
+        A paged KV cache (vLLM, FlashInfer): ``key`` and ``value`` are then page pools
+        ``(num_pages, Hkv, page_size, D)`` and ``block_table`` ``(*batch, max_pages)`` lists
+        each sequence's pages in order; ``kv_lengths`` is required. Entries past a
+        sequence's last live page are never read, whatever they hold; pages may be shared.
+        On eager arrays a live entry outside the pool is a ``ValueError`` and only the pages
+        up to the longest sequence's last are gathered (``attnspec.paged``).
     kv_lengths, q_lengths : integer array of shape ``(*batch,)`` or int, optional
         Keys ``j >= kv_lengths[b]`` are padding (their K/V content never reaches the
         output); query rows ``i >= q_lengths[b]`` are padding and output 0.
@@ -219,6 +265,17 @@ def _portable(call: check.AttentionCall) -> list[Array]:
     q = q * scale if fold else q
     k, v = _zero_past_lengths(to_dtype(xp, call.key, acc), to_dtype(xp, call.value, acc),
                               call.kv_lengths, shape.lk, xp, call.device)
+    tokens = resolve_tokens(
+        {n: getattr(call, n) for n in check.TOKEN_OPTIONS}, shape.lq, shape.lk,
+        call.alignment, xp, call.device,
+        positions_needed=call.causal or call.window is not None or call.alibi_slopes is not None,
+    )
+    if tokens is not None and tokens.kv_seg is not None:
+        # Padding tokens' K/V rows are never read: zeroed like those past kv_lengths, so
+        # that garbage there cannot reach a 0 * NaN (ATT-SEG-1, ATT-LEAK-2).
+        seg = tokens.kv_seg
+        real = xp.reshape(seg >= 0, (*seg.shape[:-2], seg.shape[-1], 1))
+        k, v = xp.where(real, k, 0.0), xp.where(real, v, 0.0)
     dropout_p = call.dropout_p
     problem = Problem(
         call=call, xp=xp, shape=shape, dtype=query.dtype, acc=acc, q=q, k=k, v=v,
@@ -226,9 +283,12 @@ def _portable(call: check.AttentionCall) -> list[Array]:
         bias=None if call.bias is None else to_dtype(xp, call.bias, acc),
         sinks=None if call.sinks is None else _per_head(call, call.sinks, acc),
         alibi=None if call.alibi_slopes is None else _per_head(call, call.alibi_slopes, acc),
+        tokens=tokens,
         dropout_scale=1.0 / (1.0 - dropout_p) if dropout_p > 0.0 else 1.0, device=call.device,
     )
-    blocks = choose_blocks(shape, call.chunk_size, call.return_weights, _large_blocks(q))
+    large = _large_blocks(q)
+    segmented = tokens is not None and tokens.q_seg is not None and not large
+    blocks = choose_blocks(shape, call.chunk_size, call.return_weights, large, segmented)
     return direct(problem) if blocks is None else chunked(problem, *blocks)
 
 

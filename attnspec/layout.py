@@ -10,7 +10,8 @@ from __future__ import annotations
 from ._namespace import Array, Namespace, namespace_of
 from ._shapes import fmt
 
-__all__ = ["bhld_to_blhd", "blhd_to_bhld", "merge_heads", "split_heads"]
+__all__ = ["bhld_to_blhd", "bhld_to_packed", "blhd_to_bhld", "merge_heads", "packed_to_bhld",
+           "split_heads"]
 
 
 def _swap_last_but_one(x: Array, name: str, xp: Namespace | None) -> Array:
@@ -69,3 +70,31 @@ def merge_heads(x: Array, /, *, xp: Namespace | None = None) -> Array:
     xp = namespace_of(xp, {"x": x}, func="merge_heads", required=("x",))
     y = bhld_to_blhd(x, xp=xp)
     return xp.reshape(y, (*y.shape[:-2], y.shape[-2] * y.shape[-1]))
+
+
+def packed_to_bhld(x: Array, /, *, xp: Namespace | None = None) -> Array:
+    """flash-attention's packed varlen layout ``(total, H, D)`` -> ``(1, H, total, D)``: one
+    batch entry holding every sequence, told apart by segment ids
+    (:func:`attnspec.segment_ids_from_cu_seqlens`).
+
+    Examples
+    --------
+    >>> import array_api_strict as xp
+    >>> from attnspec import packed_to_bhld
+    >>> packed_to_bhld(xp.zeros((10, 4, 8))).shape
+    (1, 4, 10, 8)
+    """
+    xp = namespace_of(xp, {"x": x}, func="packed_to_bhld", required=("x",))
+    if x.ndim != 3:
+        raise ValueError(f"packed_to_bhld: x must have shape (total, heads, head_dim); got "
+                         f"{fmt(x.shape)}")
+    return xp.expand_dims(xp.permute_dims(x, (1, 0, 2)), axis=0)
+
+
+def bhld_to_packed(x: Array, /, *, xp: Namespace | None = None) -> Array:
+    """``(1, H, total, D)`` -> ``(total, H, D)``; the inverse of :func:`packed_to_bhld`."""
+    xp = namespace_of(xp, {"x": x}, func="bhld_to_packed", required=("x",))
+    if x.ndim != 4 or x.shape[0] != 1:
+        raise ValueError(f"bhld_to_packed: x must have shape (1, heads, total, head_dim); got "
+                         f"{fmt(x.shape)}")
+    return xp.permute_dims(x[0, ...], (1, 0, 2))

@@ -7,7 +7,9 @@ index arithmetic on ``arange`` only, never from array data in Python, so they tr
 The diagonal: query row ``i`` is aligned with key ``i + offset`` where ``offset`` is 0 for
 ``alignment="upper_left"`` and ``kv_len - q_len`` for ``"lower_right"`` (ATT-CAUSAL-1/2).
 ``causal`` keeps ``j <= i + offset``; ``window=(left, right)`` keeps
-``i + offset - left <= j <= i + offset + right`` (ATT-WINDOW-1).
+``i + offset - left <= j <= i + offset + right`` (ATT-WINDOW-1). Positions and segment ids
+(packed sequences) replace the indices (ATT-POS-1, ATT-SEG-1); the per-block arithmetic
+shared with the attention paths is in :mod:`._blocks`.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 import array_api_compat
 
+from ._blocks import and_masks, band, block_keep, lengths_keep
 from ._namespace import (
     Array,
     Namespace,
@@ -24,7 +27,6 @@ from ._namespace import (
     is_array,
     label,
     namespace_of,
-    to_dtype,
 )
 from ._shapes import broadcast_shapes, fmt
 from ._validate import (
@@ -37,7 +39,9 @@ from ._validate import (
     check_window,
     shape_of,
 )
-from ._validate import Window as Window  # re-exported: attention, mha, _problem import it
+from ._validate import Window as Window  # re-exported: attention, mha import it
+from ._validate_forms import check_token_options
+from .segments import resolve_tokens
 
 __all__ = [
     "attention_mask",
@@ -72,91 +76,6 @@ def _builder_lengths(kv_lengths: Any, q_lengths: Any, xp: Namespace,
     return kv, q, batch
 
 
-def _per_batch(lengths: Array, xp: Namespace) -> Array:
-    """``(*batch,)`` -> ``(*batch, 1, 1, 1)``: one value per batch entry, broadcast over
-    heads, query rows and keys."""
-    return xp.reshape(lengths, (*lengths.shape, 1, 1, 1))
-
-
-Block = tuple[int, int]  # a half-open index range [start, stop)
-
-
-def band_limits(causal: bool, window: Window | None) -> tuple[int | None, int | None]:
-    """``(left, right)`` of the diagonal band that causal and window keep together."""
-    left = None if window is None else window[0]
-    right = None if window is None else window[1]
-    if causal:
-        right = 0 if right is None else min(right, 0)
-    return left, right
-
-
-def static_offset(lq: int, lk: int, alignment: str, per_batch_lengths: bool) -> int | None:
-    """The diagonal offset when it is known from shapes alone (``None``: it varies per batch
-    entry with the lengths, so only the data knows it)."""
-    if alignment == "upper_left":
-        return 0
-    return None if per_batch_lengths else lk - lq
-
-
-def block_outside_band(rows: Block, cols: Block, offset: int | None,
-                       limits: tuple[int | None, int | None]) -> bool:
-    """True when no (i, j) of the block lies in the band: the whole block is masked, and the
-    chunked path may skip it. Decided from shapes only (never from array data)."""
-    left, right = limits
-    if offset is None:
-        return False
-    if right is not None and cols[0] > rows[1] - 1 + offset + right:
-        return True
-    return left is not None and cols[1] - 1 < rows[0] + offset - left
-
-
-def relative_positions(
-    lq: int, lk: int, *, alignment: str, kv_lengths: Array | None, q_lengths: Array | None,
-    xp: Namespace, device: Any, rows: Block | None = None, cols: Block | None = None,
-) -> Array:
-    """Key position minus query position, ``j - (i + offset)``, for a block: ``(rows, cols)``,
-    or ``(*batch, 1, rows, cols)`` when the lower-right offset differs per batch entry. The
-    one definition behind causal masks, windows (ATT-CAUSAL-1/2, ATT-WINDOW-1) and ALiBi
-    distances (ATT-ALIBI-1)."""
-    rows, cols = rows or (0, lq), cols or (0, lk)
-    i = xp.arange(rows[0], rows[1], device=device)
-    j = xp.arange(cols[0], cols[1], device=device)
-    rel = xp.reshape(j, (1, cols[1] - cols[0])) - xp.reshape(i, (rows[1] - rows[0], 1))
-    if alignment == "lower_right":
-        kv = lk if kv_lengths is None else _per_batch(to_dtype(xp, kv_lengths, i.dtype), xp)
-        q = lq if q_lengths is None else _per_batch(to_dtype(xp, q_lengths, i.dtype), xp)
-        rel = rel - (kv - q)
-    return rel
-
-
-def _band(
-    lq: int,
-    lk: int,
-    *,
-    causal: bool,
-    window: Window | None,
-    alignment: str,
-    kv_lengths: Array | None,
-    q_lengths: Array | None,
-    xp: Namespace,
-    device: Any,
-    rows: Block | None = None,
-    cols: Block | None = None,
-) -> Array | None:
-    left, right = band_limits(causal, window)
-    if left is None and right is None:
-        return None
-    rel = relative_positions(lq, lk, alignment=alignment, kv_lengths=kv_lengths,
-                             q_lengths=q_lengths, xp=xp, device=device, rows=rows, cols=cols)
-    keep = None
-    if right is not None:
-        keep = rel <= right
-    if left is not None:
-        lower = rel >= -left
-        keep = lower if keep is None else keep & lower
-    return keep
-
-
 def causal_mask(
     lq: int,
     lk: int,
@@ -180,7 +99,7 @@ def causal_mask(
            [ True,  True,  True]], dtype=array_api_strict.bool)
     """
     lq, lk = check_size("lq", lq), check_size("lk", lk)
-    return _band(
+    return band(
         lq, lk, causal=True, window=None, alignment=check_alignment(alignment),
         kv_lengths=None, q_lengths=None, xp=namespace_of(xp, {}), device=device,
     )
@@ -209,53 +128,11 @@ def window_mask(
     """
     lq, lk = check_size("lq", lq), check_size("lk", lk)
     xp = namespace_of(xp, {})
-    band = _band(
+    in_band = band(
         lq, lk, causal=False, window=check_window(window), alignment=check_alignment(alignment),
         kv_lengths=None, q_lengths=None, xp=xp, device=device,
     )
-    return xp.ones((lq, lk), dtype=xp.bool, device=device) if band is None else band
-
-
-def _lengths_keep(
-    lq: int, lk: int, kv_lengths: Array | None, q_lengths: Array | None, xp: Namespace,
-    device: Any, rows: Block | None = None, cols: Block | None = None,
-) -> Array | None:
-    rows, cols = rows or (0, lq), cols or (0, lk)
-    keep = None
-    if kv_lengths is not None:
-        j = xp.reshape(xp.arange(cols[0], cols[1], device=device), (1, cols[1] - cols[0]))
-        keep = j < _per_batch(kv_lengths, xp)
-    if q_lengths is not None:
-        i = xp.reshape(xp.arange(rows[0], rows[1], device=device), (rows[1] - rows[0], 1))
-        in_rows = i < _per_batch(q_lengths, xp)
-        keep = in_rows if keep is None else keep & in_rows
-    return keep
-
-
-def slice_block(x: Array | None, rows: Block, cols: Block) -> Array | None:
-    """The ``[rows, cols]`` block of an array broadcastable to ``(..., Lq, Lk)``; axes of size
-    1 (broadcast) are kept whole."""
-    if x is None:
-        return None
-    ci = slice(None) if x.shape[-1] == 1 else slice(*cols)
-    if x.ndim == 1:
-        return x[ci]
-    ri = slice(None) if x.shape[-2] == 1 else slice(*rows)
-    return x[..., ri, ci]
-
-
-def block_keep(
-    lq: int, lk: int, rows: Block, cols: Block, *, mask: Array | None, causal: bool,
-    window: Window | None, alignment: str, kv_lengths: Array | None, q_lengths: Array | None,
-    xp: Namespace, device: Any,
-) -> Array | None:
-    """:func:`attention_mask` restricted to one block (arguments already validated)."""
-    band = _band(
-        lq, lk, causal=causal, window=window, alignment=alignment, kv_lengths=kv_lengths,
-        q_lengths=q_lengths, xp=xp, device=device, rows=rows, cols=cols,
-    )
-    lengths = _lengths_keep(lq, lk, kv_lengths, q_lengths, xp, device, rows, cols)
-    return _and(slice_block(mask, rows, cols), band, lengths)
+    return xp.ones((lq, lk), dtype=xp.bool, device=device) if in_band is None else in_band
 
 
 def length_mask(
@@ -286,17 +163,10 @@ def length_mask(
     first = check_same_device(arrays)
     device = first if device is None else device
     kv, q, _ = _builder_lengths(kv_lengths, q_lengths, xp, device)
-    keep = _lengths_keep(lq, lk, kv, q, xp, device)
+    keep = lengths_keep(lq, lk, kv, q, xp, device)
     if keep is None:
         return xp.ones((1, lq, lk), dtype=xp.bool, device=device)
     return keep
-
-
-def key_padding(lk: int, kv_lengths: Array, xp: Namespace, device: Any) -> Array:
-    """``(*batch, 1, lk, 1)``: True for real keys. Used to zero padded K and V rows, so that
-    NaN or inf stored in a KV cache's unused slots cannot reach the output (ATT-LEAK-2)."""
-    j = xp.reshape(xp.arange(lk, device=device), (lk, 1))
-    return j < xp.reshape(kv_lengths, (*kv_lengths.shape, 1, 1, 1))
 
 
 def attention_mask(
@@ -310,13 +180,18 @@ def attention_mask(
     alignment: str = "upper_left",
     kv_lengths: Array | int | None = None,
     q_lengths: Array | int | None = None,
+    q_positions: Array | None = None,
+    kv_positions: Array | None = None,
+    q_segment_ids: Array | None = None,
+    kv_segment_ids: Array | None = None,
     xp: Namespace | None = None,
     device: Any = None,
 ) -> Array | None:
     """Everything that decides "may attend", combined; ``None`` when nothing masks.
 
     This is the mask :func:`attnspec.scaled_dot_product_attention` applies (besides ``-inf``
-    bias entries). ``lower_right`` uses the per-batch offset ``kv_len - q_len``.
+    bias entries), with the same arguments. ``lower_right`` uses the per-batch offset
+    ``kv_len - q_len``, or with segment ids each segment's own.
 
     Examples
     --------
@@ -327,9 +202,17 @@ def attention_mask(
     >>> m[0, 0, ...]
     Array([[ True,  True, False, False],
            [ True,  True,  True, False]], dtype=array_api_strict.bool)
+    >>> ids = xp.asarray([0, 0, 1, -1])  # two packed sequences and a padding token
+    >>> attention_mask(4, 4, causal=True, q_segment_ids=ids, kv_segment_ids=ids)[0, ...]
+    Array([[ True, False, False, False],
+           [ True,  True, False, False],
+           [False, False,  True, False],
+           [False, False, False, False]], dtype=array_api_strict.bool)
     """
     lq, lk = check_size("lq", lq), check_size("lk", lk)
-    arrays = {"mask": mask, **_lengths_arrays(kv_lengths, q_lengths)}
+    per_token = {"q_positions": q_positions, "kv_positions": kv_positions,
+                 "q_segment_ids": q_segment_ids, "kv_segment_ids": kv_segment_ids}
+    arrays = {"mask": mask, **_lengths_arrays(kv_lengths, q_lengths), **per_token}
     xp = namespace_of(xp, arrays)
     first = check_same_device(arrays)
     device = first if device is None else device
@@ -343,9 +226,12 @@ def attention_mask(
                 f"mask of shape {fmt(mask.shape)} does not broadcast to (..., lq, lk) = "
                 f"(..., {lq}, {lk}) with the lengths' batch shape {fmt(batch)}"
             )
+    check_token_options({**per_token, "alignment": alignment}, lq, lk, xp)
+    tokens = resolve_tokens(per_token, lq, lk, alignment, xp, device,
+                            positions_needed=causal or window is not None)
     return block_keep(
         lq, lk, (0, lq), (0, lk), mask=mask, causal=causal, window=window,
-        alignment=alignment, kv_lengths=kv, q_lengths=q, xp=xp, device=device,
+        alignment=alignment, kv_lengths=kv, q_lengths=q, xp=xp, device=device, tokens=tokens,
     )
 
 
@@ -377,17 +263,7 @@ def combine_masks(*masks: Array | None) -> Array | None:
                     f"combine_masks: {name} of shape {fmt(m.shape)} does not broadcast with "
                     f"the masks before it: {before}"
                 )
-    return _and(*masks)
-
-
-def _and(*masks: Array | None) -> Array | None:
-    """:func:`combine_masks` without the checks (the arguments are already validated)."""
-    out = None
-    for m in masks:
-        if m is None:
-            continue
-        out = m if out is None else out & m
-    return out
+    return and_masks(*masks)
 
 
 def mask_to_bias(mask: Array, /, *, dtype: Any = None, xp: Namespace | None = None) -> Array:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from ._namespace import Array, Namespace, check_same_device, namespace_of
@@ -62,6 +63,12 @@ def multi_head_attention(
     softcap: float | None = None,
     sinks: Array | None = None,
     alibi_slopes: Array | None = None,
+    q_positions: Array | None = None,
+    kv_positions: Array | None = None,
+    q_segment_ids: Array | None = None,
+    kv_segment_ids: Array | None = None,
+    score_mod: Callable[..., Array] | None = None,
+    mask_mod: Callable[..., Array] | None = None,
     kv_lengths: Array | int | None = None,
     q_lengths: Array | int | None = None,
     dropout_mask: Array | None = None,
@@ -157,7 +164,9 @@ def multi_head_attention(
     options: dict[str, Any] = {
         "mask": mask, "bias": bias, "causal": causal, "window": window,
         "alignment": alignment, "scale": scale, "softcap": softcap, "sinks": sinks,
-        "alibi_slopes": alibi_slopes,
+        "alibi_slopes": alibi_slopes, "q_positions": q_positions,
+        "kv_positions": kv_positions, "q_segment_ids": q_segment_ids,
+        "kv_segment_ids": kv_segment_ids, "score_mod": score_mod, "mask_mod": mask_mod,
         "kv_lengths": kv_lengths, "q_lengths": q_lengths,
         "dropout_mask": dropout_mask, "dropout_p": dropout_p,
     }

@@ -18,7 +18,7 @@ from typing import Any
 
 import array_api_compat
 
-from attnspec.masks import key_padding
+from attnspec._blocks import key_padding
 from attnspec.native import NativeCall
 
 __all__ = ["KERNEL", "TorchSdpaKernel"]

@@ -32,6 +32,8 @@ class Inputs(MutableMapping[str, Any]):
         The key permutation of a ``permute`` case.
     dtypes : dict of str to str
         Arguments to hand over in another dtype than the case's (the mixed-dtype error case).
+    variants : list of Inputs
+        A consistency case's further calls, compared with this one (``consistency.py``).
     """
 
     def __init__(self, args: Mapping[str, Any] | None = None, *,
@@ -43,6 +45,7 @@ class Inputs(MutableMapping[str, Any]):
         self.base = base
         self.permutation = permutation
         self.dtypes: dict[str, str] = dict(dtypes or {})
+        self.variants: list[Inputs] = []
 
     def __getitem__(self, name: str) -> Any:
         return self.args[name]
@@ -72,9 +75,21 @@ class Inputs(MutableMapping[str, Any]):
 
     def copy(self) -> Inputs:
         """A shallow copy (the arrays are shared, the mapping and the extras are not)."""
-        return Inputs(self.args, cotangent=self.cotangent, base=self.base,
+        copy = Inputs(self.args, cotangent=self.cotangent, base=self.base,
                       permutation=self.permutation, dtypes=self.dtypes)
+        copy.variants = list(self.variants)
+        return copy
 
     def options(self) -> dict[str, Any]:
         """Every argument but ``query``, ``key`` and ``value``."""
         return {k: v for k, v in self.args.items() if k not in ("query", "key", "value")}
+
+    def mask_options(self) -> dict[str, Any]:
+        """The arguments that decide "may attend", as ``attnspec.attention_mask`` takes them
+        (the naive references and the analytic backward build their masks from these)."""
+        return {k: v for k, v in self.args.items() if k in MASK_OPTIONS}
+
+
+#: ``attnspec.attention_mask``'s keywords (besides ``xp`` and ``device``).
+MASK_OPTIONS = frozenset({"mask", "causal", "window", "alignment", "kv_lengths", "q_lengths",
+                          "q_positions", "kv_positions", "q_segment_ids", "kv_segment_ids"})

@@ -23,8 +23,12 @@ from .input_kinds import (
     BIASES,
     ERRORS,
     LOGITS,
+    MASK_MODS,
     MASKS,
     POISONS,
+    POSITIONS,
+    SCORE_MODS,
+    SEGMENTS,
     SINKS,
     SOFTMAX_PATTERNS,
     SOFTMAX_WHERE,
@@ -119,6 +123,12 @@ class AttentionParams(Params):
     dropout_p: float | None = None
     sinks: str | None = None  # input_kinds.SINKS
     alibi: str | None = None  # input_kinds.ALIBI: the slopes
+    positions: str | None = None  # input_kinds.POSITIONS: q/kv positions
+    segments: str | None = None  # input_kinds.SEGMENTS: q/kv segment ids (packed varlen)
+    score_mod: str | None = None  # input_kinds.SCORE_MODS (conformance/mods.py)
+    mask_mod: str | None = None  # input_kinds.MASK_MODS
+    consistency: str | None = None  # consistency.CONSISTENCY: variant calls compared
+    bitwise: bool | None = None  # a consistency case graded bit for bit (batch_invariant)
     logits: str | None = None  # input_kinds.LOGITS
     magnitude: float | None = None  # query scaled by it
     poison: str | None = None  # input_kinds.POISONS
@@ -135,7 +145,9 @@ class AttentionParams(Params):
 
     def kinds(self) -> Iterator[Kind]:
         for table, field in ((MASKS, "mask"), (BIASES, "bias"), (SINKS, "sinks"),
-                             (ALIBI, "alibi"), (LOGITS, "logits"),
+                             (ALIBI, "alibi"), (POSITIONS, "positions"),
+                             (SEGMENTS, "segments"), (SCORE_MODS, "score_mod"),
+                             (MASK_MODS, "mask_mod"), (LOGITS, "logits"),
                              (POISONS, "poison"), (TRANSFORMS, "transform"), (ERRORS, "error")):
             name = getattr(self, field)
             if name is not None:
@@ -163,6 +175,13 @@ class AttentionParams(Params):
                 ("empty_rows", self._has_empty_rows())):
             if applies:
                 feats.add(feature)
+        if self.consistency is not None:
+            from .consistency import CONSISTENCY
+
+            check = CONSISTENCY[self.consistency]  # KeyError: an unknown check
+            feats |= check.features
+            if self.bitwise:
+                feats.add(check.bitwise_with)
         if self.causal:
             feats.add("causal_lower_right" if self.lower_right else "causal")
         if self.window is not None and self.lower_right:

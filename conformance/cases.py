@@ -23,8 +23,12 @@ from .input_kinds import (
     BIASES,
     ERRORS,
     LOGITS,
+    MASK_MODS,
     MASKS,
     POISONS,
+    POSITIONS,
+    SCORE_MODS,
+    SEGMENTS,
     SINKS,
     SOFTMAX_PATTERNS,
     SOFTMAX_WHERE,
@@ -50,6 +54,7 @@ class CaseKind(str, enum.Enum):
     GRADIENT = "gradient"  # out and the gradients dq, dk, dv (dbias) graded
     DETERMINISM = "determinism"  # the same call repeated, results compared bit for bit
     INVARIANCE = "invariance"  # transformed inputs; the golden is transformed back
+    CONSISTENCY = "consistency"  # further calls compared with the case's (consistency.py)
 
 
 #: The default of ``Case.features`` and ``Case.expect``: derived from the parameters.
@@ -114,6 +119,8 @@ class Case:
             return CaseKind.GRADIENT
         if p.transform:
             return CaseKind.INVARIANCE
+        if p.consistency:
+            return CaseKind.CONSISTENCY
         return CaseKind.VALUE
 
     @property
@@ -194,6 +201,15 @@ def _attention_inputs(case: Case, p: AttentionParams, rng: np.random.Generator) 
     if p.alibi is not None:
         slopes = kind(ALIBI, "alibi", p.alibi).build((*batch, p.hq), rng)
         inputs["alibi_slopes"] = round_to(slopes, case.dtype)
+    for table, param in ((POSITIONS, "positions"), (SEGMENTS, "segments")):
+        name = getattr(p, param)
+        if name is not None:
+            built = kind(table, param, name).build(tuple(batch), p.lq, p.lk, rng)
+            inputs.update({n: np.asarray(x, dtype=np.int64) for n, x in built.items()})
+    for table, param in ((SCORE_MODS, "score_mod"), (MASK_MODS, "mask_mod")):
+        name = getattr(p, param)
+        if name is not None:
+            inputs[param] = kind(table, param, name).build()
     for name in ("kv_lengths", "q_lengths"):
         lengths = getattr(p, name)
         if lengths is not None:
@@ -211,6 +227,10 @@ def _attention_inputs(case: Case, p: AttentionParams, rng: np.random.Generator) 
         kind(TRANSFORMS, "transform", p.transform).build(inputs, p.shift, rng)
     if p.error is not None:
         kind(ERRORS, "error", p.error).build(inputs, case.dtype)
+    if p.consistency is not None:
+        from .consistency import CONSISTENCY
+
+        inputs.variants = CONSISTENCY[p.consistency].variants(inputs)
     if p.backward:
         # The output cotangent of a gradient case: its own stream of the case's seed (the
         # inputs stay those of the forward case with the same parameters), rounded to the

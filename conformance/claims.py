@@ -58,7 +58,7 @@ class Claim:
 
 _SOFTMAX = Claim(ops=SOFTMAX_OPS)
 _MASKING = (("mask",), ("bias", "bias_neg_inf"), ("kv_lengths",), ("causal_lower_right",),
-            ("q_lengths",))
+            ("q_lengths",), ("segments",), ("mask_mod",))
 
 #: rule -> when an implementation claims it.
 RULE_CLAIMS: dict[str, Claim] = {
@@ -83,6 +83,13 @@ RULE_CLAIMS: dict[str, Claim] = {
     "ATT-DROPOUT-1": Claim(any_of=(("dropout",),)),
     "ATT-SINK-1": Claim(any_of=(("sinks",),)),
     "ATT-ALIBI-1": Claim(any_of=(("alibi",),)),
+    "ATT-POS-1": Claim(any_of=(("positions",),)),
+    "ATT-SEG-1": Claim(any_of=(("segments",),)),
+    "ATT-SEG-2": Claim(any_of=(("segments",),)),
+    "ATT-PAGE-1": Claim(any_of=(("paged",),)),
+    "ATT-CONS-1": Claim(),
+    "ATT-CONS-2": Claim(any_of=(("lse",), ("causal_lower_right",), ("paged",))),
+    "ATT-MOD-1": Claim(any_of=(("score_mod",), ("mask_mod",))),
     # empty rows and leaks arise from whatever masks: any masking input claims them
     "ATT-EMPTY-1": Claim(any_of=_MASKING),
     "ATT-LEAK-1": Claim(any_of=(("mask",), ("bias", "bias_neg_inf"))),

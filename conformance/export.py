@@ -74,6 +74,8 @@ def export(directory: Path, *, full: bool = False, select: Iterable[str] | None 
         for name, value in inputs.items():
             if isinstance(value, np.ndarray):
                 arrays[f"input/{name}"] = value
+            elif callable(value):  # a named mod: conformance/mods.py
+                options[name] = f"{value.__module__}:{value.__qualname__}"
             else:
                 options[name] = list(value) if isinstance(value, tuple) else value
         for name, value in expected.items():

@@ -38,13 +38,18 @@ FEATURES: dict[str, str] = {
     "dropout": "a caller-supplied dropout keep-mask",
     "sinks": "attention sinks: one extra logit per (batch, head) row in the denominator",
     "alibi": "ALiBi: -slope * |q_pos - kv_pos| added to the scores, one slope per head",
+    "positions": "q_positions / kv_positions: causal, window and ALiBi in position space",
+    "segments": "q_segment_ids / kv_segment_ids: packed sequences (varlen), -1 = padding",
+    "paged": "block_table over key/value page pools (num_pages, Hkv, page_size, D)",
+    "score_mod": "FlexAttention's score_mod(score, b, h, q_idx, kv_idx), after softcap",
+    "mask_mod": "FlexAttention's mask_mod(b, h, q_idx, kv_idx) -> bool",
     # outputs
     "lse": "returns the log-sum-exp",
     "weights": "returns the attention weights",
     # behaviours the spec requires (never declared away; see the module docstring)
     "empty_rows": "rows with nothing to attend give 0 (lse -inf)",
     "poison_scores": "NaN/inf at masked scores or bias do not leak",
-    "poison_kv": "NaN/inf in K/V rows past kv_lengths do not leak",
+    "poison_kv": "NaN/inf in K/V rows past kv_lengths or of padding tokens do not leak",
     "nonfinite": "NaN/+inf at attended positions propagate as specified",
     "extreme": "logits of magnitude up to 1e4 and near the dtype's max",
     "arg_errors": "invalid arguments raise TypeError/ValueError",
@@ -54,12 +59,13 @@ FEATURES: dict[str, str] = {
     "backward": "gradients dq, dk, dv of out for an output cotangent",
     "grad_bias": "also the gradient of out w.r.t. the bias (with backward)",
     "deterministic": "bit-identical outputs and gradients when a call is repeated",
+    "batch_invariant": "a row's outputs bit-identical whatever else is in the batch or pack",
 }
 
 #: Features an implementation must declare explicitly: a declaration of "every feature" (a
 #: user's callable without a ``features`` list) does not include them, because they claim
 #: more than the forward computation (a backward pass, repeatability).
-OPT_IN = frozenset({"backward", "grad_bias", "deterministic"})
+OPT_IN = frozenset({"backward", "grad_bias", "deterministic", "batch_invariant"})
 
 #: Behaviours the spec requires of every implementation for the inputs it accepts: a case
 #: needing one is applicable whatever the adapter declares (a known deviation is declared
@@ -75,7 +81,10 @@ KEYWORDS: dict[str, tuple[str, ...]] = {
     "causal": ("causal",), "causal_lower_right": ("causal", "alignment"),
     "window": ("window",), "kv_lengths": ("kv_lengths",), "q_lengths": ("q_lengths",),
     "dropout": ("dropout_mask", "dropout_p"), "sinks": ("sinks",),
-    "alibi": ("alibi_slopes",), "lse": ("return_lse",),
+    "alibi": ("alibi_slopes",), "positions": ("q_positions", "kv_positions"),
+    "segments": ("q_segment_ids", "kv_segment_ids"), "paged": ("block_table",),
+    "score_mod": ("score_mod",),
+    "mask_mod": ("mask_mod",), "lse": ("return_lse",),
     "weights": ("return_weights",),
 }
 
@@ -86,7 +95,8 @@ CALL_OPTIONS: tuple[str, ...] = tuple(dict.fromkeys(
 
 #: Features a declared constraint (``exclusive``) may name: the options of a call.
 OPTIONS = frozenset({"scale", "softcap", "mask", "bias", "causal", "causal_lower_right",
-                     "window", "kv_lengths", "q_lengths", "dropout", "sinks", "alibi"})
+                     "window", "kv_lengths", "q_lengths", "dropout", "sinks", "alibi",
+                     "positions", "segments", "paged", "score_mod", "mask_mod"})
 
 #: Features that describe the shape of the inputs rather than an option: what a "basic"
 #: case (one batch dim, Hq == Hkv, Lq == Lk, Dv == Dk, Lk > 0) needs none of.

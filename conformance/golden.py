@@ -70,6 +70,8 @@ def _golden(case: Case, inputs: Inputs) -> Outputs:
         result["lse"] = lse + p.shift
     elif isinstance(p, AttentionParams) and p.transform == "permute":
         result["weights"] = weights[..., inputs.permutation]
+    elif isinstance(p, AttentionParams) and p.transform == "paged":
+        result["weights"] = paged_keys(weights, inputs)
     _check_closed_forms(case, base, result)
     return result
 
@@ -93,7 +95,8 @@ def closed_form(case: Case, inputs: Inputs) -> Outputs:
     group = p["hq"] // p["hkv"]
     v = np.repeat(inputs["value"], group, axis=-3)
     single = p.get("mask") == "single_key" or (p["lk"] == 1 and not p.get("mask"))
-    extra = p.get("softcap") or p.get("sinks") or p.get("alibi")
+    extra = any(p.get(n) for n in ("softcap", "sinks", "alibi", "segments", "positions",
+                                   "score_mod", "mask_mod"))
     if single and not any(options) and not extra:
         keep = inputs.get("mask")
         if keep is None:  # Lk = 1: the one key is attended by every row
@@ -102,15 +105,9 @@ def closed_form(case: Case, inputs: Inputs) -> Outputs:
         scale = p.get("scale") or 1.0 / math.sqrt(p["dk"])
         s = np.sum(inputs["query"][..., :, None, :] * k[..., None, :, :], axis=-1) * scale
         return {"out": np.matmul(keep.astype(float), v), "lse": np.sum(np.where(keep, s, 0), -1)}
-    if p.get("logits") == "all_equal" and not p.get("bias") and not p.get("alibi"):
-        keep = attnspec.attention_mask(
-            p["lq"], p["lk"], mask=inputs.get("mask"), causal=bool(p.get("causal")),
-            window=inputs.get("window"), alignment=p.get("alignment", "upper_left"),
-            kv_lengths=inputs.get("kv_lengths"), q_lengths=inputs.get("q_lengths"), xp=np,
-        )
-        if keep is None:
-            keep = np.ones((p["lq"], p["lk"]), dtype=bool)
-        keep = np.broadcast_to(keep, (*p.get("batch", ()), p["hq"], p["lq"], p["lk"]))
+    if p.get("logits") == "all_equal" and not any(p.get(n) for n in ("bias", "alibi",
+                                                                      "score_mod")):
+        keep = spec_keep(p, inputs)
         count = keep.sum(-1, keepdims=True)
         if "sinks" in inputs:
             # Every score is 0 and the sink is one more logit: the attended rows share
@@ -158,24 +155,107 @@ def naive(case: Case, inputs: Inputs) -> Outputs:
             mha = attnspec.multi_head_attention(args.pop("query"), args.pop("key"),
                                                 args.pop("value"), **args)
         return {"out": r(mha)}
+    if case.params.get("transform") == "paged":  # the same keys, as the dense cache
+        result = _naive_attention(case, inputs.originals, r)
+        result["weights"] = paged_keys(result["weights"], inputs)
+        return result
     return _naive_attention(case, inputs, r)
 
 
-def _alibi_distances(case: Case, inputs: Inputs) -> np.ndarray:
-    """``slope * |q_pos - kv_pos|`` with positions written out: query row ``i`` sits at
-    ``i + offset``, ``offset = kv_len - q_len`` per batch entry for lower-right alignment
-    (ATT-ALIBI-1); ``(*batch, Hq, Lq, Lk)``."""
-    p = case.params
+def paged_keys(weights: np.ndarray, inputs: Inputs) -> np.ndarray:
+    """Weights over the dense keys as the paged call gives them: over every key of its
+    pages (ATT-PAGE-1), the slots past the dense length weighing 0."""
+    from .input_kinds import PAGE_SIZE
+
+    total = inputs["block_table"].shape[-1] * PAGE_SIZE
+    pad = [(0, 0)] * (weights.ndim - 1) + [(0, total - weights.shape[-1])]
+    return np.pad(weights, pad)
+
+
+def token_positions(p: Any, inputs: Inputs) -> tuple[np.ndarray, np.ndarray]:
+    """Every query's and key's position, ``(*batch, Lq)`` and ``(*batch, Lk)``, written out
+    from the spec: given positions (a side not given: its indices); else within segments,
+    the count of earlier tokens of the same id, queries shifted by the segment's key count
+    minus query count for lower-right (ATT-SEG-1); else the indices, queries shifted by
+    ``kv_len - q_len`` per batch entry for lower-right (ATT-POS-1, ATT-CAUSAL-2)."""
     batch = tuple(p.get("batch", ()))
     lq, lk = p["lq"], p["lk"]
-    offset = np.zeros(batch)
-    if inputs.get("alignment") == "lower_right":
+    lower_right = inputs.get("alignment") == "lower_right"
+    if "q_positions" in inputs or "kv_positions" in inputs:
+        q = np.broadcast_to(inputs.get("q_positions", np.arange(lq)), (*batch, lq))
+        k = np.broadcast_to(inputs.get("kv_positions", np.arange(lk)), (*batch, lk))
+        return q, k
+    if "q_segment_ids" in inputs:
+        qi = np.broadcast_to(inputs["q_segment_ids"], (*batch, lq))
+        ki = np.broadcast_to(inputs["kv_segment_ids"], (*batch, lk))
+        same_q = qi[..., :, None] == qi[..., None, :]
+        same_k = ki[..., :, None] == ki[..., None, :]
+        q = (same_q & np.tri(lq, k=-1, dtype=bool)).sum(-1)
+        k = (same_k & np.tri(lk, k=-1, dtype=bool)).sum(-1)
+        if lower_right:
+            q = q + (qi[..., :, None] == ki[..., None, :]).sum(-1) - same_q.sum(-1)
+        return q, k
+    offset = np.zeros(batch, dtype=int)
+    if lower_right:
         kv = np.broadcast_to(inputs.get("kv_lengths", lk), batch)
-        q = np.broadcast_to(inputs.get("q_lengths", lq), batch)
-        offset = (kv - q).astype(float)
-    i = np.arange(lq)[:, None] + offset[..., None, None, None]  # (*batch, 1, Lq, 1)
-    dist = np.abs(i - np.arange(lk))
-    slopes = np.broadcast_to(inputs["alibi_slopes"], (*batch, p["hq"]))
+        qn = np.broadcast_to(inputs.get("q_lengths", lq), batch)
+        offset = kv - qn
+    return offset[..., None] + np.arange(lq), np.broadcast_to(np.arange(lk), (*batch, lk))
+
+
+def mod_indices(p: Any) -> tuple[np.ndarray, ...]:
+    """FlexAttention's ``b, h, q_idx, kv_idx`` as NumPy arrays broadcasting against the
+    scores ``(*batch, Hq, Lq, Lk)``; ``b`` is the flat batch index (ATT-MOD-1)."""
+    batch = tuple(p.get("batch", ()))
+    b = np.arange(math.prod(batch)).reshape((*batch, 1, 1, 1))
+    h = np.arange(p["hq"]).reshape(-1, 1, 1)
+    return b, h, np.arange(p["lq"]).reshape(-1, 1), np.arange(p["lk"]).reshape(1, -1)
+
+
+def mask_mod_keep(p: Any, inputs: Inputs) -> np.ndarray | None:
+    """``mask_mod`` over the whole score matrix, ``(*batch, Hq, Lq, Lk)``, or ``None``."""
+    if "mask_mod" not in inputs:
+        return None
+    keep = np.asarray(inputs["mask_mod"](*mod_indices(p)), dtype=bool)
+    return np.broadcast_to(keep, (*tuple(p.get("batch", ())), p["hq"], p["lq"], p["lk"]))
+
+
+def spec_keep(p: Any, inputs: Inputs) -> np.ndarray:
+    """"May attend", ``(*batch, Hq, Lq, Lk)``, written out from the spec's rules over the
+    positions of :func:`token_positions` (not attnspec's mask builder: the closed forms
+    check it)."""
+    batch, lq, lk = tuple(p.get("batch", ())), p["lq"], p["lk"]
+    q, k = token_positions(p, inputs)
+    rel = k[..., None, None, :] - q[..., None, :, None]  # (*batch, 1, Lq, Lk)
+    keep = np.ones((*batch, p["hq"], lq, lk), dtype=bool)
+    left, right = inputs.get("window") or (None, None)
+    if inputs.get("causal"):
+        keep &= rel <= 0
+    if left is not None:
+        keep &= rel >= -left
+    if right is not None:
+        keep &= rel <= right
+    if "kv_lengths" in inputs:
+        keep &= np.arange(lk) < np.asarray(inputs["kv_lengths"])[..., None, None, None]
+    if "q_lengths" in inputs:
+        keep &= (np.arange(lq)[:, None]
+                 < np.asarray(inputs["q_lengths"])[..., None, None, None])
+    if "q_segment_ids" in inputs:
+        qi = np.broadcast_to(inputs["q_segment_ids"], (*batch, lq))[..., None, :, None]
+        ki = np.broadcast_to(inputs["kv_segment_ids"], (*batch, lk))[..., None, None, :]
+        keep &= (qi == ki) & (qi >= 0)
+    if "mask" in inputs:
+        keep &= inputs["mask"]
+    by_mod = mask_mod_keep(p, inputs)
+    return keep if by_mod is None else keep & by_mod
+
+
+def _alibi_distances(case: Case, inputs: Inputs) -> np.ndarray:
+    """``slope * |q_pos - kv_pos|``, ``(*batch, Hq, Lq, Lk)`` (ATT-ALIBI-1)."""
+    p = case.params
+    q, k = token_positions(p, inputs)
+    dist = np.abs(q[..., None, :, None] - k[..., None, None, :]).astype(float)
+    slopes = np.broadcast_to(inputs["alibi_slopes"], (*tuple(p.get("batch", ())), p["hq"]))
     return np.asarray(slopes[..., None, None] * dist)
 
 
@@ -201,17 +281,18 @@ def _naive_attention(case: Case, inputs: Inputs, r: Any) -> Outputs:
     q = r(inputs["query"])
     k = np.repeat(r(inputs["key"]), group, axis=-3)
     v = np.repeat(r(inputs["value"]), group, axis=-3)
-    keep = attnspec.attention_mask(
-        p["lq"], p["lk"], mask=inputs.get("mask"), causal=bool(inputs.get("causal")),
-        window=inputs.get("window"), alignment=inputs.get("alignment", "upper_left"),
-        kv_lengths=inputs.get("kv_lengths"), q_lengths=inputs.get("q_lengths"), xp=np,
-    )
+    keep = attnspec.attention_mask(p["lq"], p["lk"], **inputs.mask_options(), xp=np)
+    by_mod = mask_mod_keep(p, inputs)
+    if by_mod is not None:
+        keep = by_mod if keep is None else keep & by_mod
     scale = inputs.get("scale") or 1.0 / math.sqrt(p["dk"])
     with np.errstate(all="ignore"):
         s = r(r(_scores(q, k, case.dtype)) * scale)
         if inputs.get("softcap"):
             c = inputs["softcap"]
             s = r(c * np.tanh(s / c))
+        if "score_mod" in inputs:
+            s = r(np.asarray(inputs["score_mod"](s, *mod_indices(p)), dtype=s.dtype))
         if "bias" in inputs:
             s = r(s + r(inputs["bias"]))
         if "alibi_slopes" in inputs:

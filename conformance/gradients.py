@@ -39,6 +39,7 @@ import numpy as np
 import attnspec
 
 from .case_inputs import Inputs
+from .golden import mask_mod_keep, token_positions
 from .precision import round_to, working_dtype
 
 __all__ = ["GRAD_OUTPUTS", "WRT", "attention_vjp", "check_finite_differences",
@@ -98,11 +99,12 @@ def attention_vjp(params: Mapping[str, Any], inputs: Inputs, wd: Any,
 
     q, k, v = a(inputs["query"]), a(inputs["key"]), a(inputs["value"])
     dout = a(inputs.cotangent)
-    keep = attnspec.attention_mask(
-        p["lq"], p["lk"], mask=inputs.get("mask"), causal=bool(inputs.get("causal")),
-        window=inputs.get("window"), alignment=inputs.get("alignment", "upper_left"),
-        kv_lengths=inputs.get("kv_lengths"), q_lengths=inputs.get("q_lengths"), xp=np,
-    )
+    if "score_mod" in inputs:  # the catalog has no such gradient case (ATT-MOD-1)
+        raise NotImplementedError("the analytic backward has no derivative of a score_mod")
+    keep = attnspec.attention_mask(p["lq"], p["lk"], **inputs.mask_options(), xp=np)
+    by_mod = mask_mod_keep(p, inputs)
+    if by_mod is not None:
+        keep = by_mod if keep is None else keep & by_mod
     kr = np.repeat(k, group, axis=-3)
     vr = np.repeat(v, group, axis=-3)
     scores_shape = (*q.shape[:-1], p["lk"])
@@ -128,11 +130,23 @@ def attention_vjp(params: Mapping[str, Any], inputs: Inputs, wd: Any,
             s = s0
         if bias is not None:
             s = r(s + bias)
+        if "alibi_slopes" in inputs:  # a constant per score: no gradient of its own here
+            qp, kp = token_positions(p, inputs)
+            dist = np.abs(qp[..., None, :, None] - kp[..., None, None, :])
+            slopes = np.broadcast_to(a(inputs["alibi_slopes"]), q.shape[:-2])
+            s = r(s - r(slopes[..., None, None] * dist.astype(wd)))
         s = np.where(attended, s, -np.inf).astype(wd)
-        m = np.max(s, axis=-1, keepdims=True) if p["lk"] else np.zeros((*s.shape[:-1], 1), wd)
+        m = np.max(s, axis=-1, keepdims=True) if p["lk"] else np.full((*s.shape[:-1], 1),
+                                                                         -np.inf, wd)
+        sink = None
+        if "sinks" in inputs:  # one more logit in the denominator, with no value
+            sink = np.broadcast_to(a(inputs["sinks"]), q.shape[:-2])[..., None, None]
+            m = np.maximum(m, sink)
         m = np.where(np.isneginf(m), 0, m).astype(wd)
         e = np.where(attended, r(np.exp(s - m)), 0).astype(wd)
         total = r(np.sum(e, axis=-1, keepdims=True))
+        if sink is not None:
+            total = r(total + r(np.exp(sink - m)))
         prob = r(e / np.where(total == 0, 1, total))
         if "dropout_mask" in inputs:
             keep_d = np.broadcast_to(inputs["dropout_mask"], scores_shape)

@@ -153,6 +153,87 @@ def alibi(full: bool) -> Variants:
                             kv_lengths=[9, 7]), ("float64", "float32"), F32)
 
 
+def positions(full: bool) -> Variants:
+    # Causal, window and ALiBi in position space (ATT-POS-1): chunked prefill, each batch
+    # entry's queries at their own offset; a cache with evicted slots (gaps, a repeated
+    # position) under causal with ALiBi, which reads the positions too.
+    yield from _both(_shape(positions="prefill_offset", causal=True),
+                     ("float32", "float16", "bfloat16"), ("float32", "bfloat16"))
+    yield from _both(_shape(positions="holes", causal=True, alibi="geometric"), F32)
+    yield from _both(_shape(positions="prefill_offset", window=[3, 1]), F32)
+
+
+def segments(full: bool) -> Variants:
+    # Packed varlen (ATT-SEG-1): three documents and padding per row, self-attention packing
+    # (Lq == Lk) and new queries per document against its keys (lower-right per segment);
+    # ids that are not contiguous with a window and ALiBi per segment; the closed form
+    # (q = 0: each row the mean of its segment's attended values).
+    yield from _both(_shape(segments="packed", causal=True, lq=9),
+                     ("float32", "float16", "bfloat16"), ("float32", "bfloat16"))
+    yield from _both(_shape(segments="packed", causal=True, alignment="lower_right"), F32)
+    yield from _both(_shape(segments="scattered", window=[2, 2], alibi="random", lq=9), F32)
+    yield from _both(_shape(segments="packed", causal=True, lq=9, logits="all_equal"),
+                     ("float64", "float32"), F32)
+    yield from _only_basic(_shape(segments="packed", lq=9, sinks="random"), F32)
+
+
+def paged(full: bool) -> Variants:
+    # A paged KV cache (ATT-PAGE-1): the same call over page pools through a block table,
+    # pages shuffled, one shared, partly filled last pages, garbage in unused pages and dead
+    # entries; decode (one query per sequence) and chunked prefill against the cache.
+    yield from _both(_shape(lq=1, causal=True, alignment="lower_right", kv_lengths=[9, 6],
+                            transform="paged"), ("float32", "float16", "bfloat16"),
+                     ("float32", "bfloat16"))
+    yield from _both(_shape(lq=3, causal=True, alignment="lower_right", kv_lengths=[7, 9],
+                            transform="paged"), F32)
+    yield from _both(_shape(kv_lengths=[9, 5], transform="paged"), ("float64", "float32"),
+                     ("float32", "bfloat16"))
+
+
+def consistency_batch(full: bool) -> Variants:
+    # The implementation against itself (ATT-CONS-1): batch entry 1 alone, each packed
+    # sequence alone; bit for bit where batch_invariant is declared.
+    yield from _both(_shape(consistency="batch_alone"), ("float32", "bfloat16"),
+                     ("float32", "bfloat16"))
+    yield from _both(_shape(causal=True, consistency="batch_alone", bitwise=True), F32)
+    yield from _only_basic(_shape(lq=9, causal=True, segments="packed",
+                                  consistency="packed_alone"), F32)
+    yield from _only_basic(_shape(lq=9, causal=True, segments="packed",
+                                  consistency="packed_alone", bitwise=True), F32)
+
+
+def consistency_split(full: bool) -> Variants:
+    # The same rows computed in pieces (ATT-CONS-2): keys split in two and merged through
+    # lse, a prefill in two chunks (lower-right), the cache paged.
+    yield from _both(_shape(consistency="split_kv"), ("float32", "float16"),
+                     ("float32", "float16"))
+    yield from _both(_shape(causal=True, alignment="lower_right",
+                            consistency="chunked_prefill"), F32)
+    yield from _both(_shape(batch=(1,), kv_lengths=[7], consistency="paged"), F32)
+
+
+def mods(full: bool) -> Variants:
+    # FlexAttention's callables (ATT-MOD-1): a score_mod after softcap and before the bias
+    # (a per-head cap is nonlinear: the order shows), mask_mods that read the indices, the
+    # batch entry and the head, and both with the spec's own masks.
+    yield from _both(_shape(score_mod="relative_bias", causal=True),
+                     ("float32", "float16", "bfloat16"), ("float32", "bfloat16"))
+    yield from _both(_shape(score_mod="head_softcap", bias="random", magnitude=4.0), F32)
+    yield from _both(_shape(mask_mod="stripes", lq=9), ("float32", "bfloat16"))
+    yield from _both(_shape(mask_mod="prefix_lm", score_mod="relative_bias", lq=9), F32)
+    yield from _both(_shape(mask_mod="batch_head", kv_lengths=[9, 6]), F32)
+    yield from _both(_shape(mask_mod="stripes", segments="packed", lq=9, logits="all_equal"),
+                     ("float64", "float32"), F32)
+
+
+def poison_segments(full: bool) -> Variants:
+    # NaN/inf in padding tokens' K/V and in the keys of a segment no query reads
+    # (ATT-SEG-2): nothing reaches another segment's rows.
+    yield from _both(_shape(segments="packed", causal=True, lq=9, poison="segments"),
+                     ("float32", "bfloat16"))
+    yield from _both(_shape(segments="scattered", poison="segments", lq=9), F32)
+
+
 def empty(full: bool) -> Variants:
     yield from _both(_shape(mask="empty_rows"), ("float32", "float16"))
     yield from _both(_shape(bias="row_neg_inf"), F32)
@@ -239,6 +320,8 @@ def grad(full: bool) -> Variants:
     yield _shape(dropout_p=0.25, backward=True), F32
     yield _shape(lq=9, window=[2, 1], backward=True), F32
     yield _shape(scale=0.3, dv=5, backward=True), F32
+    yield _shape(lq=9, segments="packed", causal=True, alibi="geometric", backward=True), F32
+    yield _shape(lq=9, mask_mod="prefix_lm", backward=True), F32
     # one long row: the backward's reductions over 257 (1025) keys, where half precision
     # shows (MQA: dk and dv sum over 8 query heads)
     for lk in (257, 1025) if full else (257,):

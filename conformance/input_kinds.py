@@ -16,10 +16,14 @@ from typing import Any
 
 import numpy as np
 
+from . import input_forms as forms
+from . import mods
 from .case_inputs import Inputs
+from .input_forms import PAGE_SIZE as PAGE_SIZE  # the paged transform's (golden.py reads it)
 
-__all__ = ["ALIBI", "BIASES", "ERRORS", "LOGITS", "MASKS", "POISONS", "SINKS", "SOFTMAX_PATTERNS",
-           "SOFTMAX_WHERE", "TRANSFORMS", "Kind", "kind"]
+__all__ = ["ALIBI", "BIASES", "ERRORS", "LOGITS", "MASKS", "MASK_MODS", "POISONS", "POSITIONS",
+           "SCORE_MODS", "SEGMENTS", "SINKS", "SOFTMAX_PATTERNS", "SOFTMAX_WHERE", "TRANSFORMS",
+           "Kind", "kind"]
 
 Shape = tuple[int, ...]
 
@@ -183,6 +187,37 @@ ALIBI: dict[str, Kind] = {
 }
 
 
+# -- positions (ATT-POS-1): build(batch, lq, lk, rng) -> {"q_positions": ..., ...} ---------
+
+POSITIONS: dict[str, Kind] = {
+    "prefill_offset": Kind(_f("positions"), forms.prefill_offset),
+    "holes": Kind(_f("positions"), forms.holes),
+}
+
+
+# -- segments (ATT-SEG-1): build(batch, lq, lk, rng) -> q/kv segment ids --------------------
+
+SEGMENTS: dict[str, Kind] = {
+    "packed": Kind(_f("segments", "empty_rows"), forms.packed),
+    "scattered": Kind(_f("segments", "empty_rows"), forms.scattered),
+}
+
+
+# -- FlexAttention mods (ATT-MOD-1): build() -> the callable (conformance/mods.py) -----------
+
+def _returns(mod: Callable[..., Any]) -> Callable[[], Any]:
+    return lambda: mod
+
+
+SCORE_MODS: dict[str, Kind] = {name: Kind(_f("score_mod"), _returns(mod))
+                               for name, mod in mods.SCORE_MODS.items()}
+MASK_MODS: dict[str, Kind] = {
+    "stripes": Kind(_f("mask_mod"), _returns(mods.stripes)),
+    "prefix_lm": Kind(_f("mask_mod"), _returns(mods.prefix_lm)),
+    "batch_head": Kind(_f("mask_mod", "empty_rows"), _returns(mods.batch_head)),
+}
+
+
 # -- logits: build(q, k, rng) edits the float64 query and key in place -----------------------
 
 def _all_equal(q: np.ndarray, k: np.ndarray, rng: np.random.Generator) -> None:
@@ -262,6 +297,7 @@ def _attended(value: float) -> Callable[[Inputs, np.random.Generator], None]:
 POISONS: dict[str, Kind] = {
     "scores": Kind(_f("poison_scores"), _poison_scores),
     "kv": Kind(_f("poison_kv"), _poison_kv),
+    "segments": Kind(_f("poison_kv", "segments"), forms.poison_segments),
     "query_nan": Kind(_f("nonfinite"), _query_nan),
     "nan": Kind(_f("nonfinite", "bias"), _attended(math.nan)),
     "pos_inf": Kind(_f("nonfinite", "bias"), _attended(math.inf)),
@@ -294,6 +330,7 @@ def _shift(inputs: Inputs, shift: float | None, rng: np.random.Generator) -> Non
 TRANSFORMS: dict[str, Kind] = {
     "permute": Kind(_f(), _permute),
     "shift": Kind(_f("bias"), _shift),
+    "paged": Kind(_f("paged"), forms.paged),
 }
 
 

@@ -81,6 +81,8 @@ def _judge(case: Case, reply: Reply, prepared: Prepared) -> Verdict:
         return Verdict(Outcome.ERROR, f"internal error of attnspec while grading: "
                                       f"{RaisedError.from_exception(exc)}")
     graded = set(output.outputs) & set(prepared.golden or {})
+    if g.passed and case.kind is CaseKind.CONSISTENCY:
+        return _judge_consistency(case, output, prepared, g.errors)
     return Verdict(Outcome.PASS if g.passed else Outcome.FAIL, g.message,
                    _finite(g.max_error), _finite(g.tolerance), _finite(g.ratio),
                    errors={name: {k: _finite(v) for k, v in numbers.items()}
@@ -106,6 +108,55 @@ def _judge_repeats(case: Case, output: Any) -> Verdict:
                 return Verdict(Outcome.FAIL, f"not deterministic: run {index} of {wanted} "
                                              f"differs from run 1 in {name}: {difference}")
     return Verdict(Outcome.PASS, f"{wanted} runs bit-identical ({names})")
+
+
+def _judge_consistency(case: Case, output: Any, prepared: Prepared,
+                       errors: dict[str, dict[str, float]]) -> Verdict:
+    """ATT-CONS-1/2: the main call passed against the golden; its rows against the variant
+    calls' - bit for bit where the case is about a declared ``batch_invariant``, else within
+    twice the tolerance of the output (both calls may sit at it, on opposite sides)."""
+    import numpy as np
+
+    from .consistency import CONSISTENCY
+
+    check = CONSISTENCY[case.params["consistency"]]
+    variants = getattr(output, "variants", [])
+    if prepared.inputs is None or len(variants) != len(prepared.inputs.variants):
+        return Verdict(Outcome.ERROR, f"{len(variants)} variant calls came back, "
+                                      f"{len(prepared.inputs.variants if prepared.inputs else [])}"
+                                      " were made")
+    try:
+        pairs = check.pairs(prepared.inputs, output.outputs, variants)
+    except KeyError as exc:  # a declared output (lse) that did not come back: a coverage gap
+        missing = f"no {exc.args[0]} returned"
+        return Verdict(Outcome.PASS, f"{missing}: nothing to compare",
+                       not_graded={rule: missing for rule in case.rules})
+    worst, lines = 0.0, []
+    for label, name, a, b in pairs:
+        a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+        if case.params.get("bitwise"):
+            difference = bit_difference(a, b)
+            if difference:
+                return Verdict(Outcome.FAIL, f"{label}: {name} not bitwise equal "
+                                             f"(batch_invariant declared): {difference}")
+            lines.append(f"{label}: {name} bitwise equal")
+            continue
+        golden = (prepared.golden or {}).get(name)
+        finite = np.isfinite(a) & np.isfinite(b)
+        if not np.array_equal(np.isfinite(a), np.isfinite(b)) or not np.array_equal(
+                a[~finite], b[~finite], equal_nan=True):
+            return Verdict(Outcome.FAIL, f"{label}: {name} non-finite entries differ")
+        diff = float(np.max(np.abs(a[finite] - b[finite]))) if finite.any() else 0.0
+        scale = float(np.max(np.abs(golden[np.isfinite(golden)]))) if golden is not None and \
+            np.isfinite(golden).any() else 1.0
+        allowed = 2.0 * errors.get(name, {}).get("tolerance", 0.0) * (scale or 1.0)
+        worst = max(worst, diff / (allowed or 1.0))
+        if diff > allowed:
+            return Verdict(Outcome.FAIL, f"{label}: max |{name} difference| {diff:.3g} > "
+                                         f"{allowed:.3g} (twice the tolerance)")
+        lines.append(f"{label}: max |{name} difference| {diff:.3g} (allowed {allowed:.3g})")
+    return Verdict(Outcome.PASS, "; ".join(lines), ratio=_finite(worst),
+                   not_graded=evidence(case.rules, set(output.outputs)))
 
 
 def _finite(x: float | None) -> float | None:

@@ -31,6 +31,18 @@ RULES: dict[str, str] = {
                   "nothing to attend gives out 0, lse = its sink",
     "ATT-ALIBI-1": "ALiBi: -slope * |q_pos - kv_pos| added after the bias, positions shifted "
                    "by the alignment offset",
+    "ATT-POS-1": "positions: causal keeps kv_pos <= q_pos, a window q_pos - left <= kv_pos <= "
+                 "q_pos + right, ALiBi reads |q_pos - kv_pos|; alignment is default positions",
+    "ATT-SEG-1": "segments (packed varlen): a query attends only its own segment's keys, a "
+                 "negative id is padding; causal, window, alignment and ALiBi apply per "
+                 "segment, positions restarting at its start",
+    "ATT-SEG-2": "NaN/inf in padding tokens' K/V and in keys of other segments never reach "
+                 "a segment's output",
+    "ATT-PAGE-1": "paged KV cache: the keys of sequence b are its block_table pages in order; "
+                  "entries past its last live page are never read, whatever they hold; "
+                  "pages may be shared",
+    "ATT-MOD-1": "FlexAttention mods: score_mod(score, b, h, q_idx, kv_idx) after softcap and "
+                 "before the bias; mask_mod(b, h, q_idx, kv_idx) ANDed with every other mask",
     "ATT-LEAK-1": "NaN/inf at masked scores or bias never reach the output",
     "ATT-LEAK-2": "NaN/inf in K/V past kv_lengths never reach the output",
     "ATT-NAN-1": "NaN in an attended score propagates to its row",
@@ -44,6 +56,10 @@ RULES: dict[str, str] = {
     "ATT-ARG-1": "invalid arguments raise TypeError/ValueError",
     "ATT-GRAD-1": "masked keys, masked positions and empty rows get zero gradient, never NaN",
     "ATT-GRAD-2": "dq, dk, dv, dbias are the exact VJP of out, graded like outputs",
+    "ATT-CONS-1": "a row's outputs do not depend on the rest of the batch or pack (within "
+                  "twice the tolerance; bitwise for a declared batch_invariant)",
+    "ATT-CONS-2": "split-KV merged, prefill in chunks and a paged cache agree with the whole "
+                  "call within twice the tolerance",
     "ATT-DET-1": "a deterministic implementation repeats a call bit for bit",
     "MHA-1": "multi-head attention = projections + sdpa + output projection",
 }

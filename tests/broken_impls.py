@@ -67,6 +67,21 @@ DEFECTS: dict[str, str] = {
     "sinks_ignored": "sinks has no effect (a kernel that drops the sink logit)",
     "alibi_without_offset": "ALiBi distances |i - j| from the indices, ignoring the "
                             "lower-right offset (kv_len - q_len)",
+    "positions_ignored": "q_positions / kv_positions have no effect (causal on the indices)",
+    "segments_global_positions": "packed causal/window in the packed (global) indices, not "
+                                 "restarting per segment (right for self-packing only)",
+    "segment_padding_attended": "a negative segment id is one more segment: padding tokens "
+                                "attend each other",
+    "segment_padding_not_zeroed": "padding tokens masked but their K/V not zeroed: inf there "
+                                  "leaks through 0 * inf",
+    "partial_page_read": "a paged cache's last page read whole: kv_lengths rounded up to the "
+                         "page size",
+    "short_query_upper_left": "alignment='lower_right' ignored for 2 or 3 query rows (a "
+                              "prefill-chunk shortcut): chunks disagree with the whole prefill",
+    "batch_dependent": "out one ulp off when the batch has more than one entry (a kernel "
+                      "whose reduction order follows the batch size)",
+    "score_mod_after_bias": "score_mod applied after the bias is added, not before",
+    "mask_mod_transposed": "mask_mod called as mask_mod(b, h, kv_idx, q_idx)",
 }
 
 
@@ -101,8 +116,40 @@ def _half_sum(x: np.ndarray) -> np.ndarray:
     return np.add.accumulate(x.astype(np.float16), axis=-1, dtype=np.float16)[..., -1:]
 
 
+def _positions(tokens: dict[str, Any], lq: int, lk: int,
+               alignment: str) -> tuple[np.ndarray, np.ndarray]:
+    """Query and key positions from given positions or segment ids (NumPy, per the spec)."""
+    if "q_positions" in tokens or "kv_positions" in tokens:
+        return (np.asarray(tokens.get("q_positions", np.arange(lq))),
+                np.asarray(tokens.get("kv_positions", np.arange(lk))))
+    qi, ki = np.asarray(tokens["q_segment_ids"]), np.asarray(tokens["kv_segment_ids"])
+    q = np.array([[list(row[:i]).count(x) for i, x in enumerate(row)]
+                  for row in qi.reshape(-1, lq)]).reshape(qi.shape)
+    k = np.array([[list(row[:j]).count(x) for j, x in enumerate(row)]
+                  for row in ki.reshape(-1, lk)]).reshape(ki.shape)
+    if alignment == "lower_right":
+        q = q + (qi[..., :, None] == ki[..., None, :]).sum(-1) - (
+            qi[..., :, None] == qi[..., None, :]).sum(-1)
+    return q, k
+
+
+def _gather_pages(pool: np.ndarray, table: np.ndarray, live: np.ndarray) -> np.ndarray:
+    """The dense cache ``(*batch, Hkv, pages * page_size, D)`` a block table describes."""
+    index = np.where(np.arange(table.shape[-1]) < live[..., None], table, 0)
+    x = pool[index]  # (*batch, pages, Hkv, page_size, D)
+    x = np.moveaxis(x, -4, -3)  # (*batch, Hkv, pages, page_size, D)
+    return x.reshape(*x.shape[:-3], -1, x.shape[-1])
+
+
 def _attention(query: Any, key: Any, value: Any, defect: str | None, **o: Any) -> Any:
     query, key, value = (np.asarray(x) for x in (query, key, value))
+    if o["block_table"] is not None:
+        table, page = np.asarray(o["block_table"]), key.shape[-2]
+        kv = np.broadcast_to(np.asarray(o["kv_lengths"]), table.shape[:-1])
+        live = -(-kv // page)
+        key, value = _gather_pages(key, table, live), _gather_pages(value, table, live)
+        if defect == "partial_page_read":
+            o["kv_lengths"] = live * page
     if defect != "no_argument_checks":
         _check(query, key, value)
     dtype = query.dtype
@@ -121,21 +168,45 @@ def _attention(query: Any, key: Any, value: Any, defect: str | None, **o: Any) -
         causal = False
     if defect == "flipped_mask" and mask is not None:
         mask = ~np.asarray(mask)
-    if defect == "upper_left_always":
+    if defect == "upper_left_always" or (defect == "short_query_upper_left" and 2 <= lq <= 3):
         alignment = "upper_left"
     if defect == "window_off_by_one" and window is not None and window[0] is not None:
         window = (window[0] + 1, window[1])
     if defect == "kv_lengths_ignored":
         kv_lengths = None
+    tokens = {n: o[n] for n in ("q_positions", "kv_positions", "q_segment_ids",
+                                 "kv_segment_ids") if o[n] is not None}
+    if defect == "positions_ignored":
+        tokens.pop("q_positions", None)
+        tokens.pop("kv_positions", None)
+    if defect == "segments_global_positions" and "q_segment_ids" in tokens:
+        offset = lk - lq if alignment == "lower_right" else 0
+        tokens.update(q_positions=np.arange(lq) + offset, kv_positions=np.arange(lk))
+        alignment = "upper_left"
+    if defect == "segment_padding_attended" and "q_segment_ids" in tokens:
+        for n in ("q_segment_ids", "kv_segment_ids"):
+            tokens[n] = np.where(np.asarray(tokens[n]) < 0, 10**6, tokens[n])
     keep = attnspec.attention_mask(
         lq, lk, mask=mask, causal=causal, window=window, alignment=alignment,
-        kv_lengths=kv_lengths, q_lengths=q_lengths, xp=np,
+        kv_lengths=kv_lengths, q_lengths=q_lengths, xp=np, **tokens,
     )
+    batch_shape = np.broadcast_shapes(query.shape[:-3], key.shape[:-3])
+    index = (np.arange(math.prod(batch_shape)).reshape((*batch_shape, 1, 1, 1)),
+             np.arange(hq).reshape(-1, 1, 1), np.arange(lq).reshape(-1, 1),
+             np.arange(lk).reshape(1, -1))
+    if o["mask_mod"] is not None:
+        b_, h_, i_, j_ = index
+        by_mod = (o["mask_mod"](b_, h_, j_.T, i_.T).swapaxes(-1, -2)
+                  if defect == "mask_mod_transposed" else o["mask_mod"](*index))
+        keep = by_mod if keep is None else keep & by_mod
 
     q, k, v = (x.astype(acc) for x in (query, key, value))
     if kv_lengths is not None and defect != "padding_not_zeroed":
         # Padding rows are zeroed so that NaN/inf there cannot reach P @ V (ATT-LEAK-2).
         real = (np.arange(lk) < np.asarray(kv_lengths)[..., None])[..., None, :, None]
+        k, v = np.where(real, k, 0).astype(acc), np.where(real, v, 0).astype(acc)
+    if "kv_segment_ids" in tokens and defect != "segment_padding_not_zeroed":
+        real = (np.asarray(tokens["kv_segment_ids"]) >= 0)[..., None, :, None]
         k, v = np.where(real, k, 0).astype(acc), np.where(real, v, 0).astype(acc)
     heads = np.arange(hq) % hkv if defect == "interleaved_gqa" else np.arange(hq) // (hq // hkv)
     k, v = np.take(k, heads, axis=-3), np.take(v, heads, axis=-3)
@@ -151,6 +222,8 @@ def _attention(query: Any, key: Any, value: Any, defect: str | None, **o: Any) -
     c = o["softcap"]
     if c is not None and defect != "softcap_after_mask":
         s = c * np.tanh(s / c)
+    if o["score_mod"] is not None and defect != "score_mod_after_bias":
+        s = np.asarray(o["score_mod"](s, *index), dtype=acc)
     if o["bias"] is not None and defect != "bias_before_scale":
         b = np.asarray(o["bias"]).astype(acc)
         s = s + b if defect == "additive_masking" else np.where(b == -math.inf, -math.inf,
@@ -163,8 +236,13 @@ def _attention(query: Any, key: Any, value: Any, defect: str | None, **o: Any) -
             qn = np.broadcast_to(lq if q_lengths is None else np.asarray(q_lengths), batch)
             offset = (kv - qn).astype(float)
         dist = np.abs(np.arange(lq)[:, None] + offset[..., None, None, None] - np.arange(lk))
+        if tokens:  # positions given, or restarting per segment
+            qp, kp = _positions(tokens, lq, lk, alignment)
+            dist = np.abs(qp[..., None, :, None] - kp[..., None, None, :])
         slopes = np.broadcast_to(np.asarray(o["alibi_slopes"]), (*batch, hq))[..., None, None]
         s = (s - slopes * dist).astype(acc)
+    if o["score_mod"] is not None and defect == "score_mod_after_bias":
+        s = np.asarray(o["score_mod"](s, *index), dtype=acc)
     if defect == "nan_as_masked":
         s = np.where(np.isnan(s), -math.inf, s)
     if keep is not None and defect == "finfo_min_masking":
@@ -208,6 +286,8 @@ def _attention(query: Any, key: Any, value: Any, defect: str | None, **o: Any) -
     if defect == "nan_for_empty_rows":
         empty = total == 0
         out, weights, lse = (np.where(empty, math.nan, x) for x in (out, weights, lse))
+    if defect == "batch_dependent" and math.prod(out.shape[:-3]) > 1:
+        out = np.nextafter(out, np.inf).astype(out.dtype)
     if defect == "tiny_relative_error":
         out = out * (1 + 2.0 ** -12)
     if defect == "out_blhd":
@@ -239,6 +319,13 @@ def _implementation(defect: str | None) -> Any:
         softcap: float | None = None,
         sinks: Any = None,
         alibi_slopes: Any = None,
+        q_positions: Any = None,
+        kv_positions: Any = None,
+        q_segment_ids: Any = None,
+        kv_segment_ids: Any = None,
+        score_mod: Any = None,
+        mask_mod: Any = None,
+        block_table: Any = None,
         kv_lengths: Any = None,
         q_lengths: Any = None,
         dropout_mask: Any = None,
@@ -253,7 +340,10 @@ def _implementation(defect: str | None) -> Any:
             return _attention(
                 query, key, value, defect, mask=mask, bias=bias, causal=causal, window=window,
                 alignment=alignment, scale=scale, softcap=softcap, sinks=sinks,
-                alibi_slopes=alibi_slopes,
+                alibi_slopes=alibi_slopes, q_positions=q_positions,
+                kv_positions=kv_positions, q_segment_ids=q_segment_ids,
+                kv_segment_ids=kv_segment_ids, score_mod=score_mod, mask_mod=mask_mod,
+                block_table=block_table,
                 kv_lengths=kv_lengths,
                 q_lengths=q_lengths, dropout_mask=dropout_mask, dropout_p=dropout_p,
                 return_lse=return_lse, return_weights=return_weights,
@@ -316,9 +406,10 @@ BACKWARD_DEFECTS: dict[str, str] = {
 #: Counts calls of the nondeterministic implementations (every other call differs).
 _CALLS = itertools.count()
 
-#: What the adapters of the backward implementations declare: no softcap and no dropout
-#: (numpy_backward does not differentiate them).
-_BACKWARD_EXCLUDE = ["softcap", "dropout"]
+#: What the adapters of the backward implementations leave out: numpy_backward
+#: differentiates none of these options.
+_BACKWARD_EXCLUDE = ["softcap", "dropout", "sinks", "alibi", "positions", "segments", "paged",
+                     "score_mod", "mask_mod"]
 
 
 def numpy_backward(grad_out: Any, query: Any, key: Any, value: Any, defect: str | None = None,

@@ -46,8 +46,14 @@ def mutants() -> list[Mutant]:
     """Every seeded defect, in table order."""
     import broken_impls as b
 
+    from attnspec.conformance.features import FEATURES, OPT_IN
+
     every = (("returns", ("out", "lse", "weights")),)
-    found = [Mutant(d, text, RULES_BROKEN[d], f"broken_impls:{d}", every)
+    # A batch-composition defect is only wrong for an implementation that claims bitwise
+    # batch invariance (ATT-CONS-1): that one declares it.
+    claims = (*every, ("features", tuple(sorted(set(FEATURES) - OPT_IN | {"batch_invariant"}))))
+    found = [Mutant(d, text, RULES_BROKEN[d], f"broken_impls:{d}",
+                    claims if d == "batch_dependent" else every)
              for d, text in b.DEFECTS.items()]
     found += [Mutant(d, text, RULES_BROKEN[d], f"broken_impls:{d}")
               for d, text in b.SOFTMAX_DEFECTS.items()]
@@ -89,6 +95,15 @@ RULES_BROKEN: dict[str, str] = {
     "out_blhd": "ATT-SHAPE-1",
     "sinks_ignored": "ATT-SINK-1",
     "alibi_without_offset": "ATT-ALIBI-1",
+    "positions_ignored": "ATT-POS-1",
+    "segments_global_positions": "ATT-SEG-1",
+    "segment_padding_attended": "ATT-SEG-1",
+    "segment_padding_not_zeroed": "ATT-SEG-2",
+    "partial_page_read": "ATT-PAGE-1",
+    "batch_dependent": "ATT-CONS-1",
+    "short_query_upper_left": "ATT-CONS-2",
+    "score_mod_after_bias": "ATT-MOD-1",
+    "mask_mod_transposed": "ATT-MOD-1",
     "softmax_no_max_subtraction": "SMX-1",
     "softmax_where_ignored": "SMX-2",
     "softmax_nan_for_empty_rows": "SMX-3",

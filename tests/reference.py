@@ -88,6 +88,13 @@ def ref_attention(
     softcap=None,
     sinks=None,
     alibi_slopes=None,
+    q_positions=None,
+    kv_positions=None,
+    q_segment_ids=None,
+    kv_segment_ids=None,
+    score_mod=None,
+    mask_mod=None,
+    block_table=None,
     kv_lengths=None,
     q_lengths=None,
     dropout_mask=None,
@@ -118,6 +125,20 @@ def ref_attention(
     alibi_slopes : array_like, optional
         One slope per head, broadcastable to ``(*batch, Hq)``: ``slope * |i + offset - j|``
         is subtracted from the score after the bias.
+    q_positions, kv_positions : array_like of int, optional
+        ``(*batch, Lq)`` / ``(*batch, Lk)``: causal, window and ALiBi compare these instead
+        of ``i + offset`` and ``j`` (a side not given is its indices).
+    q_segment_ids, kv_segment_ids : array_like of int, optional
+        A pair is attended only when both ids are equal and not negative; positions (when
+        not given) count the tokens of the same id before, queries shifted by the
+        segment's key count minus query count for lower-right alignment.
+    score_mod, mask_mod : callable, optional
+        Called once per score with scalars, as FlexAttention's vmap does:
+        ``score_mod(s, b, h, i, j)`` after softcap, ``mask_mod(b, h, i, j)``; ``b`` is the
+        flat batch index.
+    block_table : array_like of int, optional
+        ``(*batch, max_pages)``: ``k`` and ``v`` are page pools ``(num_pages, Hkv, page,
+        D)``; the dense caches are assembled page by page (live pages only, the rest zeros).
     kv_lengths, q_lengths : array_like of int, optional
         Shape ``(*batch,)``; keys ``j >= kv_len`` are masked, rows ``i >= q_len`` are padding.
     dropout_mask : array_like of bool, optional
@@ -134,6 +155,9 @@ def ref_attention(
         ``(*batch, Hq, Lq, Lk)`` float64; the matrix that multiplies ``v`` (after dropout).
     """
     q, k, v = _f64(q), _f64(k), _f64(v)
+    if block_table is not None:
+        k, v = (_assemble(pool, np.asarray(block_table), np.asarray(kv_lengths))
+                for pool in (k, v))
     hq, lq, dk = q.shape[-3:]
     hkv, lk, dk2 = k.shape[-3:]
     if dk != dk2 or v.shape[-3] != hkv or v.shape[-2] != lk:
@@ -153,6 +177,13 @@ def ref_attention(
     q_len = None if q_lengths is None else np.broadcast_to(np.asarray(q_lengths), batch)
     sink = None if sinks is None else np.broadcast_to(_f64(sinks), (*batch, hq))
     slopes = None if alibi_slopes is None else np.broadcast_to(_f64(alibi_slopes), (*batch, hq))
+    qpos = None if q_positions is None else np.broadcast_to(np.asarray(q_positions), (*batch, lq))
+    kpos = None if kv_positions is None else np.broadcast_to(np.asarray(kv_positions),
+                                                             (*batch, lk))
+    qseg = None if q_segment_ids is None else np.broadcast_to(np.asarray(q_segment_ids),
+                                                              (*batch, lq))
+    kseg = None if kv_segment_ids is None else np.broadcast_to(np.asarray(kv_segment_ids),
+                                                               (*batch, lk))
     scale = 1.0 / math.sqrt(dk) if scale is None else float(scale)
     left, right = (None, None) if window is None else window
     group = hq // hkv
@@ -165,6 +196,9 @@ def ref_attention(
         n_k = lk if kv_len is None else int(kv_len[b])
         n_q = lq if q_len is None else int(q_len[b])
         off = _offset(alignment, n_q, n_k)
+        qp, kp = _token_positions(b, lq, lk, off, alignment, qpos, kpos,
+                                  qseg, kseg)
+        flat_b = np.int64(np.ravel_multi_index(b, batch) if batch else 0)
         for h in range(hq):
             g = h // group
             for i in range(lq):
@@ -177,11 +211,17 @@ def ref_attention(
                         continue
                     if mask is not None and not mask[(*idx, j)]:
                         continue
-                    if causal and j > i + off:
+                    if qseg is not None and (qseg[(*b, i)] < 0
+                                             or qseg[(*b, i)] != kseg[(*b, j)]):
                         continue
-                    if left is not None and j < i + off - left:
+                    if causal and kp[j] > qp[i]:
                         continue
-                    if right is not None and j > i + off + right:
+                    if mask_mod is not None and not bool(
+                            mask_mod(flat_b, np.int64(h), np.int64(i), np.int64(j))):
+                        continue
+                    if left is not None and kp[j] < qp[i] - left:
+                        continue
+                    if right is not None and kp[j] > qp[i] + right:
                         continue
                     if bias is not None and bias[(*idx, j)] == -math.inf:
                         continue
@@ -191,10 +231,13 @@ def ref_attention(
                     s *= scale
                     if softcap is not None:
                         s = softcap * math.tanh(s / softcap)
+                    if score_mod is not None:
+                        s = float(score_mod(np.float64(s), flat_b, np.int64(h), np.int64(i),
+                                            np.int64(j)))
                     if bias is not None:
                         s += float(bias[(*idx, j)])
                     if slopes is not None:
-                        s -= float(slopes[(*b, h)]) * abs(i + off - j)
+                        s -= float(slopes[(*b, h)]) * abs(qp[i] - kp[j])
                     attended.append(j)
                     scores.append(s)
                 if sink is None:
@@ -213,6 +256,36 @@ def ref_attention(
                     terms = [weights[(*idx, j)] * float(v[(*b, g, j, c)]) for j in attended]
                     out[(*idx, c)] = _sum(terms)
     return out, lse, weights
+
+
+def _assemble(pool, table, kv_lengths):
+    """The dense cache ``(*batch, Hkv, pages * page, D)`` of a paged one, token by token:
+    slot ``j`` of sequence ``b`` is token ``j % page`` of page ``table[b, j // page]`` while
+    ``j < kv_lengths[b]``, else 0 (never read)."""
+    _, hkv, page, d = pool.shape
+    batch = table.shape[:-1]
+    lengths = np.broadcast_to(kv_lengths, batch)
+    out = np.zeros((*batch, hkv, table.shape[-1] * page, d))
+    for b in itertools.product(*(range(n) for n in batch)):
+        for j in range(int(lengths[b])):
+            out[(*b, slice(None), j)] = pool[int(table[(*b, j // page)]), :, j % page]
+    return out
+
+
+def _token_positions(b, lq, lk, off, alignment, qpos, kpos, qseg, kseg):
+    """Each query's and key's position for batch entry ``b``, written out token by token."""
+    if qpos is not None or kpos is not None:
+        qp = list(range(lq)) if qpos is None else [int(x) for x in qpos[b]]
+        kp = list(range(lk)) if kpos is None else [int(x) for x in kpos[b]]
+        return qp, kp
+    if qseg is None:
+        return [i + off for i in range(lq)], list(range(lk))
+    q_ids, k_ids = [int(x) for x in qseg[b]], [int(x) for x in kseg[b]]
+    qp = [q_ids[:i].count(q_ids[i]) for i in range(lq)]
+    kp = [k_ids[:j].count(k_ids[j]) for j in range(lk)]
+    if alignment == "lower_right":
+        qp = [p + k_ids.count(q_ids[i]) - q_ids.count(q_ids[i]) for i, p in enumerate(qp)]
+    return qp, kp
 
 
 def _rows(x, where, axis):

@@ -37,6 +37,10 @@ from attnspec.conformance.tolerance import grade
 CASES = catalog()
 FULL = os.environ.get("ATTNSPEC_ADAPTER_TESTS") == "full"
 SLOW_FRAMEWORKS = ("jax", "dask")
+#: Adapters that pay per call what a slow framework pays per shape (FlexAttention eager:
+#: create_block_mask vmaps the mask over every position): one case per group here, all in
+#: the main job (attnspec check).
+SLOW_ADAPTERS = ("torch.flex_attention",)
 
 _REFERENCE: dict[str, tuple[dict, dict, dict]] = {}
 
@@ -130,7 +134,7 @@ def _case(case_id: str) -> Case:
 @pytest.mark.parametrize("name", builtin_names())
 def test_builtin_adapter_has_no_failure_within_its_features(name):
     adapter = _available(name)
-    slow = adapter.backend.framework in SLOW_FRAMEWORKS and not FULL
+    slow = (adapter.backend.framework in SLOW_FRAMEWORKS or name in SLOW_ADAPTERS) and not FULL
     cases = _one_per_group(adapter, CASES) if slow else CASES
     ran, failures = _grade_all(adapter, cases)
     assert ran, f"{name}: no applicable case"
@@ -142,6 +146,8 @@ KEY_GROUPS = {
     "torch.sdpa": ["causal-upper-left", "causal-lower-right", "causal-lower-right-empty",
                    "gqa", "mask", "bias", "empty-rows", "shape", "accumulate", "extreme"],
     "torch.mha": ["mha"],
+    "torch.flex_attention": ["mods", "segments", "positions", "alibi", "window", "kv-lengths",
+                             "causal-lower-right", "softcap", "lse", "gqa"],
     "jax.dot_product_attention": ["gqa", "mask", "bias", "causal-upper-left", "window",
                                   "kv-lengths", "poison-scores", "lse"],
     "torch.softmax": ["softmax", "log-softmax", "logsumexp", "softmax-half",
@@ -413,7 +419,7 @@ def test_backend_and_device_select_builtins():
     (the rest raise ValueError: what the runner leaves out when asked for all)."""
     assert _builtins_on() == builtin_names()
     assert _builtins_on(backend="torch-cpu") == [
-        "attnspec[torch-cpu]", "torch.sdpa", "torch.mha", "torch.softmax",
+        "attnspec[torch-cpu]", "torch.sdpa", "torch.mha", "torch.flex_attention", "torch.softmax",
         "attnspec.native.torch"]
     on_gpu = _builtins_on(device="cuda")
     assert {"attnspec[torch-cuda]", "attnspec[jax-gpu]", "attnspec[cupy]", "flash_attn",
@@ -496,12 +502,34 @@ def returns_pair(query, key, value, **options):
 NOT_A_FUNCTION = 3
 
 
+def older_kernel(query, key, value, *, mask=None, causal=False, scale=None,
+                 return_lse=False):
+    """A kernel written before positions, segment ids and mods existed."""
+    return attnspec.scaled_dot_product_attention(query, key, value, mask=mask, causal=causal,
+                                                 scale=scale, return_lse=return_lse)
+
+
 def _target(name: str) -> str:
     return f"{__name__}:{name}"
 
 
 def _groups(*groups: str) -> list[Case]:
     return [c for c in CASES if c.id.split("/", 1)[0] in groups]
+
+
+def test_default_declaration_is_what_the_signature_takes():
+    """Without a features list, a callable is declared to take the options its signature
+    names (and all of them with **kwargs): it is never handed a keyword it cannot take, and
+    what it lacks shows as "not declared"."""
+    adapter = resolve(_target("older_kernel"))
+    assert {"mask", "causal", "scale", "lse", "gqa", "extreme"} <= adapter.features
+    assert not {"window", "segments", "positions", "score_mod", "causal_lower_right",
+                "weights"} & adapter.features
+    ran, failures = _grade_all(adapter, _groups("mask", "segments", "causal-upper-left"))
+    assert ran
+    assert not failures, failures
+    assert all("segments" not in c.id for c in ran)
+    assert {"segments", "mask_mod"} <= resolve(_target("returns_pair")).features
 
 
 def test_user_callable_with_capabilities_attribute():

@@ -45,7 +45,9 @@ def test_features_agree_with_the_inputs_built(case):
         masks_by_bias = bool(np.isneginf(inputs["bias"]).any())
         if masks_by_bias and case.params.get("poison") is None:
             assert "bias_neg_inf" in case.features
-    q, k, v = inputs["query"], inputs["key"], inputs["value"]
+    # A paged case's key and value are page pools: its shapes are those of the dense cache.
+    dense = inputs.originals if case.params.get("transform") == "paged" else inputs
+    q, k, v = dense["query"], dense["key"], dense["value"]
     assert ("gqa" in case.features) == (q.shape[-3] != k.shape[-3]) or case.kind is CaseKind.ERROR
     assert ("lq_ne_lk" in case.features) == (q.shape[-2] != k.shape[-2])
     assert ("dv_ne_dk" in case.features) == (v.shape[-1] != q.shape[-1])

@@ -93,7 +93,7 @@ def test_every_rule_is_claimable_and_described():
     assert set(RULE_CLAIMS) == set(RULES)
     assert claimed(["attention"], [], ["float32"]) == [
         "ATT-SHAPE-1", "ATT-SCORE-1", "ATT-NAN-1", "ATT-BOUND-1", "ATT-PROP-1", "ATT-PROP-2",
-        "ATT-PROP-3", "ATT-DTYPE-1", "ATT-ARG-1"]
+        "ATT-PROP-3", "ATT-DTYPE-1", "ATT-ARG-1", "ATT-CONS-1"]
     assert "ATT-DTYPE-2" in claimed(["attention"], [], ["float16"])
     assert "ATT-EMPTY-1" in claimed(["attention"], ["kv_lengths"], ["float32"])
     assert claimed(["softmax"], [], ["float32"]) == ["SMX-1", "SMX-3", "SMX-4"]

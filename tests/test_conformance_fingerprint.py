@@ -72,6 +72,11 @@ BROKEN_ANSWERS = {
     "weights_unnormalised": {}, "dropout_unscaled": {}, "nan_as_masked": {},
     "float64_as_float32": {}, "no_argument_checks": {},
     "sinks_ignored": {}, "alibi_without_offset": {},  # no probe passes sinks or ALiBi
+    # nor positions or segment ids
+    "positions_ignored": {}, "segments_global_positions": {}, "segment_padding_attended": {},
+    "segment_padding_not_zeroed": {}, "score_mod_after_bias": {}, "mask_mod_transposed": {},
+    "partial_page_read": {}, "batch_dependent": {},
+    "short_query_upper_left": {},
     "finfo_min_masking": {"fully_masked_row": "mean_v"},  # as JAX
     "additive_masking": {"masked_value_leak": "nan"},  # as torch SDPA
     "padding_not_zeroed": {"kv_padding_leak": "nan"},

@@ -473,6 +473,11 @@ def test_user_backward_function_in_tokens_first_layout():
     assert not failing, {i: v.message for i, v in failing.items()}
 
 
+#: The options numpy_backward does not differentiate (tests/broken_impls.py).
+BACKWARD_EXCLUDE = ["softcap", "dropout", "sinks", "alibi", "positions", "segments", "paged",
+                    "score_mod", "mask_mod"]
+
+
 def blhd_kernel(query, key, value, **options):
     """attnspec on NumPy, tokens before heads."""
     q, k, v = (attnspec.blhd_to_bhld(x) for x in (query, key, value))
@@ -488,7 +493,7 @@ def _blhd_backward(grad_out, query, key, value, **options):
 
 
 blhd_kernel.attnspec_backward = _blhd_backward
-blhd_kernel.attnspec_capabilities = {"layout": "blhd", "exclude": ["softcap", "dropout"]}
+blhd_kernel.attnspec_capabilities = {"layout": "blhd", "exclude": BACKWARD_EXCLUDE}
 
 
 # ------------------------------------------------------------ isolation and reports

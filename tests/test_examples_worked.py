@@ -196,15 +196,16 @@ def test_walkthrough_shows_a_real_run(block):
 
 
 def test_buggy_kernel_fails_on_the_rules_it_breaks():
-    """The walk-through's story holds: the planted bug (ATT-CAUSAL-2) and the two found ones
-    (float16 overflow, mixed dtypes accepted) are the failures, and the fixed kernel
-    passes with every claimed rule tested."""
+    """The walk-through's story holds: the planted bug (ATT-CAUSAL-2, which also makes a
+    prefill in chunks disagree with the whole: ATT-CONS-2) and the two found ones (float16
+    overflow, mixed dtypes accepted) are the failures, and the fixed kernel passes with
+    every claimed rule tested."""
     gen = _walkthrough()
     page = gen.blocks((ROOT / "docs" / "walkthrough.md").read_text())
     failed = re.findall(r"^  fail (\S+) ", page["buggy"], re.M)
     groups = {case.split("/")[0] for case in failed}
     assert groups == {"causal-lower-right", "causal-lower-right-empty", "extreme",
-                      "dtype-errors"}, failed
+                      "dtype-errors", "consistency-split"}, failed
     assert "Exit status 1." in page["buggy"]
     assert "Exit status 1." in page["repro"]
     assert re.search(r"PASSED: \d+ graded cases conform; every claimed rule has graded "

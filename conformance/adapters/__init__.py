@@ -2,7 +2,8 @@
 
 Built-in names: ``attnspec[<backend>]`` for every backend of :mod:`attnspec.backends`
 (``attnspec`` alone means ``attnspec[<backend>]`` for the ``backend`` argument), and the
-native implementations ``torch.sdpa``, ``torch.mha``, ``jax.dot_product_attention``,
+native implementations ``torch.sdpa``, ``torch.mha``, ``torch.flex_attention``,
+``jax.dot_product_attention``,
 ``torch.softmax``, ``jax.softmax``, ``scipy.softmax``, ``onnxruntime.attention`` and
 ``flash_attn``, and attnspec's own native dispatch ``attnspec.native.torch`` /
 ``attnspec.native.jax`` (``implementation="native"``). Anything else of the form
@@ -33,6 +34,7 @@ __all__ = ["NATIVE", "Adapter", "AdapterOutput", "builtin_adapters", "builtin_na
 NATIVE: dict[str, str] = {
     "torch.sdpa": "torch_sdpa:TorchSdpaAdapter",
     "torch.mha": "torch_mha:TorchMhaAdapter",
+    "torch.flex_attention": "torch_flex:TorchFlexAttentionAdapter",
     "jax.dot_product_attention": "jax_dpa:JaxDotProductAttentionAdapter",
     "torch.softmax": "softmax_native:TorchSoftmaxAdapter",
     "jax.softmax": "softmax_native:JaxSoftmaxAdapter",

@@ -57,6 +57,8 @@ class AdapterOutput:
     #: The outputs of the repeated calls of a determinism case (``params["repeat"]``), after
     #: the first (whose outputs are :attr:`outputs`).
     repeats: list[dict[str, np.ndarray]] = field(default_factory=list)
+    #: The outputs of a consistency case's variant calls (``Inputs.variants``), in order.
+    variants: list[dict[str, np.ndarray]] = field(default_factory=list)
 
 
 def _is_array(x: Any) -> bool:
@@ -212,7 +214,9 @@ class Adapter:
             if change:
                 modified.append(f"{name}: {change}")
         (outputs, dtypes), repeats = runs[0], [r[0] for r in runs[1:]]
-        return AdapterOutput(outputs, dtypes, modified, repeats)
+        variants = [self._collect(self.call(case, self.to_backend(case, v)))[0]
+                    for v in getattr(inputs, "variants", [])]
+        return AdapterOutput(outputs, dtypes, modified, repeats, variants)
 
     def _collect(self, results: Any) -> tuple[dict[str, np.ndarray], dict[str, str]]:
         """Backend outputs as NumPy arrays and their dtype names."""

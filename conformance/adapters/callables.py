@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["attribute_capabilities", "load_callable", "signature_returns"]
+__all__ = ["attribute_capabilities", "load_callable", "signature_keywords", "signature_returns"]
 
 
 def load_callable(target: str) -> Any:
@@ -56,6 +56,19 @@ def signature_returns(fn: Any) -> list[str]:
     return ["out", *(name for name, flag in (("lse", "return_lse"),
                                              ("weights", "return_weights"))
                      if flag in parameters)]
+
+
+def signature_keywords(fn: Any) -> frozenset[str] | None:
+    """The keyword names ``fn`` accepts, or ``None`` when it takes ``**kwargs`` or has no
+    signature (it may take anything)."""
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return None
+    return frozenset(p.name for p in parameters if p.kind in (
+        inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD))
 
 
 def attribute_capabilities(fn: Any, target: str) -> Any:

@@ -6,10 +6,13 @@ the callable (a dict, or a TOML path, relative to the callable's module); :mod:`
 them into the adapter's features. Keys, all optional:
 
 ``features`` (list)
-    Declared features (``attnspec.conformance.features.FEATURES``); default: all of them.
-    The behaviours (``empty_rows``, ``poison_scores``, ``poison_kv``, ``nonfinite``,
-    ``extreme``, ``arg_errors``) are required by the spec of every implementation, declared
-    or not: a known deviation from one goes under ``deviations``.
+    Declared features (``attnspec.conformance.features.FEATURES``); default: all of
+    them, less the options whose keywords the function's signature does not take (a
+    function with ``**kwargs`` takes them all), so a kernel written before an option
+    existed is never handed it. The behaviours (``empty_rows``, ``poison_scores``,
+    ``poison_kv``, ``nonfinite``, ``extreme``, ``arg_errors``) are required by the spec of
+    every implementation, declared or not: a known deviation from one goes under
+    ``deviations``.
 ``exclude`` (list)
     Features removed from ``features`` (handy with the default); not behaviours.
 ``exclusive`` (list of lists)
@@ -64,9 +67,15 @@ them into the adapter's features. Keys, all optional:
     call it several times and compare (outputs, and gradients with ``backward``). Default
     ``false``.
 
-``backward``, ``grad_bias`` and ``deterministic`` are never part of the default "every
-feature". Listed under ``features``, ``deterministic`` is the same as the key above, and
-``backward`` means ``"autodiff"`` on a torch or JAX backend (nothing on another backend).
+``batch_invariant`` (bool)
+    The callable claims that a row's outputs are bit-identical whatever else is in the
+    batch or the pack: the consistency cases compare it alone and in company bit for bit
+    (ATT-CONS-1). Default ``false``.
+
+``backward``, ``grad_bias``, ``deterministic`` and ``batch_invariant`` are never part of the
+default "every feature". Listed under ``features``, ``deterministic`` and
+``batch_invariant`` are the same as the keys above, and ``backward`` means ``"autodiff"`` on
+a torch or JAX backend (nothing on another backend).
 """
 
 from __future__ import annotations
@@ -84,7 +93,8 @@ from ..tomlcompat import tomllib
 __all__ = ["CAPABILITY_KEYS", "DTYPES", "OUTPUTS", "parse_capabilities"]
 
 CAPABILITY_KEYS = ("features", "exclude", "ops", "dtypes", "layout", "mask", "returns",
-                   "backward", "deterministic", "exclusive", "deviations", "library")
+                   "backward", "deterministic", "batch_invariant", "exclusive", "deviations",
+                   "library")
 _BACKWARD = ("autodiff", "function")
 _OPS = ("attention", "mha", *SOFTMAX_OPS)
 DTYPES = ("float64", "float32", "float16", "bfloat16")
@@ -190,4 +200,9 @@ def parse_capabilities(source: Any, *, target: str = "") -> dict[str, Any]:
             raise TypeError(f"{where}: deterministic must be true or false, got "
                             f"{data['deterministic']!r}")
         caps["deterministic"] = data["deterministic"]
+    if "batch_invariant" in data:
+        if not isinstance(data["batch_invariant"], bool):
+            raise TypeError(f"{where}: batch_invariant must be true or false, got "
+                            f"{data['batch_invariant']!r}")
+        caps["batch_invariant"] = data["batch_invariant"]
     return caps

@@ -26,10 +26,15 @@ import attnspec
 
 from ..cases import SOFTMAX_OPS, Case
 from ..deviations import parse_deviations
-from ..features import CALL_OPTIONS, FEATURES, OPT_IN
+from ..features import CALL_OPTIONS, FEATURES, KEYWORDS, OPT_IN
 from ._native import distribution_version
 from .base import Adapter, has_autodiff
-from .callables import attribute_capabilities, load_callable, signature_returns
+from .callables import (
+    attribute_capabilities,
+    load_callable,
+    signature_keywords,
+    signature_returns,
+)
 from .capabilities import CAPABILITY_KEYS, DTYPES, OUTPUTS, parse_capabilities
 
 __all__ = ["CAPABILITY_KEYS", "UserAdapter", "load_callable", "parse_capabilities"]
@@ -62,6 +67,12 @@ class UserAdapter(Adapter):
         self.returns = tuple(o for o in OUTPUTS
                              if o in caps.get("returns", signature_returns(self._fn)))
         declared = set(caps.get("features", set(FEATURES) - OPT_IN))
+        accepted = signature_keywords(self._fn)
+        if "features" not in caps and accepted is not None and "attention" in self.ops:
+            # "Every feature" means every option the signature takes: a callable written
+            # before an option existed is not handed it (and shows "not declared").
+            declared = {f for f in declared
+                        if all(k in accepted for k in KEYWORDS.get(f, ()))}
         backward = caps.get("backward")
         if backward is None:
             # Not given: a backward of its own, else autodiff where ``features`` lists
@@ -85,6 +96,8 @@ class UserAdapter(Adapter):
                 declared.add("grad_bias")
         if caps.get("deterministic") or "deterministic" in caps.get("features", ()):
             declared.add("deterministic")
+        if caps.get("batch_invariant") or "batch_invariant" in caps.get("features", ()):
+            declared.add("batch_invariant")
         features = declared - set(caps.get("exclude", ()))
         features -= {"lse", "weights"}
         features |= set(self.returns) - {"out"}
