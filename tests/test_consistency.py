@@ -10,12 +10,12 @@ from broken_impls import adapter as broken_adapter
 
 import attnspec
 from attnspec.conformance.adapters import resolve
-from attnspec.conformance.catalog import catalog
 from attnspec.conformance.cases import CaseKind, make_inputs
+from attnspec.conformance.catalog import catalog
 from attnspec.conformance.consistency import CONSISTENCY
-from attnspec.conformance.references import prepare
 from attnspec.conformance.judging import judge
 from attnspec.conformance.messages import Reply
+from attnspec.conformance.references import prepare
 from attnspec.conformance.results import Outcome
 
 CASES = [c for c in catalog() if c.kind is CaseKind.CONSISTENCY]
@@ -70,7 +70,8 @@ def test_batch_dependence_fails_only_a_declared_batch_invariance():
     bitwise = [c for c in CASES if "batch_invariant" in c.features]
     tolerant = [c for c in CASES if c.params["consistency"] == "batch_alone"
                 and "batch_invariant" not in c.features and plain.not_applicable(c) is None]
-    assert bitwise and tolerant
+    assert bitwise
+    assert tolerant
     for case in tolerant:
         assert _verdict(plain, case).outcome is Outcome.PASS
     graded = [c for c in bitwise if claims.not_applicable(c) is None]
