@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -48,8 +49,11 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, str]:
     cmd = [sys.executable, str(RUN), "--tiny", *backends, "--threads", "1",
            "--json", str(out / "r.json"), "--plot", str(out / "r.png"),
            "--markdown", str(out / "r.md")]
+    # Without xdist's worker variables: pytest-benchmark reads PYTEST_XDIST_WORKER and would
+    # disable itself in the harness's own pytest run (the default run uses two workers).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST")}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False,
-                          cwd=out)
+                          cwd=out, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return json.loads((out / "r.json").read_text()), out, proc.stdout
 
