@@ -17,7 +17,7 @@ import math
 import array_api_compat
 
 from ._blocks import Block, Tokens, band_limits, block_outside_band, static_offset
-from ._mods import mask_mod_keep
+from ._mods import mask_mod_keep, mod_indices
 from ._namespace import Array, Namespace
 from ._normalizer import Normalizer, log_normalizer, max_along
 from ._problem import (
@@ -132,7 +132,8 @@ def _mask_mod_empty(p: Problem, row_blocks: list[Block], col_blocks: list[Block]
     for r, rows in enumerate(row_blocks):
         for c, cols in enumerate(col_blocks):
             if (r, c) not in known and not bool(xp.any(mask_mod_keep(
-                    p.call.mask_mod, shape, rows, cols, xp, p.device))):
+                    p.call.mask_mod, shape, rows, cols,
+                    mod_indices(shape, rows, cols, xp, p.device), xp))):
                 empty.add((r, c))
     return empty
 

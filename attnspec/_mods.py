@@ -39,10 +39,13 @@ def mod_indices(shape: AttentionShape, rows: Block, cols: Block, xp: Namespace,
     return b, h, q_idx, kv_idx
 
 
-def apply_score_mod(score_mod: Any, s: Array, shape: AttentionShape, rows: Block,
-                    cols: Block, xp: Namespace, device: Any) -> Array:
-    """``score_mod(s, b, h, q_idx, kv_idx)`` for a block, checked and in ``s``'s dtype."""
-    out = score_mod(s, *mod_indices(shape, rows, cols, xp, device))
+Indices = tuple[Array, Array, Array, Array]
+
+
+def apply_score_mod(score_mod: Any, s: Array, indices: Indices, xp: Namespace) -> Array:
+    """``score_mod(s, b, h, q_idx, kv_idx)`` for a block (``indices`` from
+    :func:`mod_indices`), checked and in ``s``'s dtype."""
+    out = score_mod(s, *indices)
     if not is_array(out) or not is_real_floating(xp, out.dtype):
         got = out.dtype if is_array(out) else type(out).__name__
         raise TypeError(f"score_mod must return a real floating array of the scores' shape; "
@@ -55,9 +58,9 @@ def apply_score_mod(score_mod: Any, s: Array, shape: AttentionShape, rows: Block
 
 
 def mask_mod_keep(mask_mod: Any, shape: AttentionShape, rows: Block, cols: Block,
-                  xp: Namespace, device: Any) -> Array:
+                  indices: Indices, xp: Namespace) -> Array:
     """``mask_mod(b, h, q_idx, kv_idx)`` for a block: a bool array broadcastable to it."""
-    keep = mask_mod(*mod_indices(shape, rows, cols, xp, device))
+    keep = mask_mod(*indices)
     block = (*shape.batch, shape.hq, rows[1] - rows[0], cols[1] - cols[0])
     if not is_array(keep) or keep.dtype != xp.bool:
         got = keep.dtype if is_array(keep) else type(keep).__name__

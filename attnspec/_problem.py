@@ -22,7 +22,7 @@ from ._blocks import (
     relative_positions,
     slice_block,
 )
-from ._mods import apply_score_mod, mask_mod_keep
+from ._mods import apply_score_mod, mask_mod_keep, mod_indices
 from ._namespace import Array, Namespace, to_dtype
 from ._validate import AttentionCall, AttentionShape
 
@@ -66,8 +66,11 @@ def block_scores(p: Problem, rows: Block, cols: Block) -> Array:
     call = p.call
     if call.softcap is not None:
         s = call.softcap * xp.tanh(s / call.softcap)
-    if call.score_mod is not None:  # after softcap, before the bias (ATT-MOD-1)
-        s = apply_score_mod(call.score_mod, s, shape, rows, cols, xp, p.device)
+    # FlexAttention's index arguments, built once for both mods of the block (ATT-MOD-1)
+    indices = (mod_indices(shape, rows, cols, xp, p.device)
+               if call.score_mod is not None or call.mask_mod is not None else None)
+    if call.score_mod is not None and indices is not None:  # after softcap, before the bias
+        s = apply_score_mod(call.score_mod, s, indices, xp)
     bias = slice_block(p.bias, rows, cols)
     if bias is not None:
         # A -inf bias entry masks its position even where q.k is NaN or +inf (ATT-BIAS-1).
@@ -82,8 +85,8 @@ def block_scores(p: Problem, rows: Block, cols: Block) -> Array:
         window=call.window, alignment=call.alignment, kv_lengths=call.kv_lengths,
         q_lengths=call.q_lengths, xp=xp, device=p.device, tokens=p.tokens,
     )
-    if call.mask_mod is not None:
-        keep = and_masks(keep, mask_mod_keep(call.mask_mod, shape, rows, cols, xp, p.device))
+    if call.mask_mod is not None and indices is not None:
+        keep = and_masks(keep, mask_mod_keep(call.mask_mod, shape, rows, cols, indices, xp))
     return s if keep is None else xp.where(keep, s, -math.inf)
 
 

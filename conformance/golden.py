@@ -23,6 +23,7 @@ import attnspec
 
 from .case_params import AttentionParams
 from .cases import SOFTMAX_OPS, Case, Inputs
+from .input_forms import PAGE_SIZE
 from .precision import round_to, working_dtype
 
 __all__ = ["GoldenMismatchError", "golden", "naive"]
@@ -165,8 +166,6 @@ def naive(case: Case, inputs: Inputs) -> Outputs:
 def paged_keys(weights: np.ndarray, inputs: Inputs) -> np.ndarray:
     """Weights over the dense keys as the paged call gives them: over every key of its
     pages (ATT-PAGE-1), the slots past the dense length weighing 0."""
-    from .input_kinds import PAGE_SIZE
-
     total = inputs["block_table"].shape[-1] * PAGE_SIZE
     pad = [(0, 0)] * (weights.ndim - 1) + [(0, total - weights.shape[-1])]
     return np.pad(weights, pad)

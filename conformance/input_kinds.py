@@ -19,7 +19,6 @@ import numpy as np
 from . import input_forms as forms
 from . import mods
 from .case_inputs import Inputs
-from .input_forms import PAGE_SIZE as PAGE_SIZE  # the paged transform's (golden.py reads it)
 
 __all__ = ["ALIBI", "BIASES", "ERRORS", "LOGITS", "MASKS", "MASK_MODS", "POISONS", "POSITIONS",
            "SCORE_MODS", "SEGMENTS", "SINKS", "SOFTMAX_PATTERNS", "SOFTMAX_WHERE", "TRANSFORMS",

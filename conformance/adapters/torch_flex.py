@@ -35,6 +35,9 @@ import warnings
 from typing import Any
 
 import numpy as np
+from array_api_compat import array_namespace
+
+from attnspec.segments import segment_positions
 
 from ..cases import Case
 from ..deviations import Deviation
@@ -157,14 +160,10 @@ class _Captured:
             return q_pos, kv_pos
         if self.q_seg is None:
             return None, None
-        same_q = self.q_seg[:, :, None] == self.q_seg[:, None, :]
-        same_k = self.kv_seg[:, :, None] == self.kv_seg[:, None, :]
-        q_pos = (same_q & torch.ones(lq, lq, dtype=torch.bool, device=device).tril(-1)).sum(-1)
-        kv_pos = (same_k & torch.ones(lk, lk, dtype=torch.bool, device=device).tril(-1)).sum(-1)
-        if self.lower_right:
-            q_pos = q_pos + (self.q_seg[:, :, None] == self.kv_seg[:, None, :]).sum(-1) - (
-                same_q.sum(-1))
-        return q_pos, kv_pos
+        # Ranks within each segment: attnspec's one definition, on the torch tensors.
+        alignment = "lower_right" if self.lower_right else "upper_left"
+        return segment_positions(self.q_seg, self.kv_seg, alignment,
+                                 array_namespace(self.q_seg), device)
 
     def _relative(self, b: Any, q_idx: Any, kv_idx: Any) -> Any:
         """``kv_pos - q_pos``: positions, or the indices with the alignment offset."""
