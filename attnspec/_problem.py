@@ -1,6 +1,6 @@
 """One attention call, validated and converted: what both paths (direct, chunked) share.
 
-The options are read from the validated call (:class:`~._validate.AttentionCall`,
+The options are read from the validated call (:class:`~._call.AttentionCall`,
 ``Problem.call``); ``Problem`` adds only what conversion computed (arrays in the
 accumulation dtype, the scale still to apply).
 
@@ -22,9 +22,10 @@ from ._blocks import (
     relative_positions,
     slice_block,
 )
+from ._call import AttentionCall
 from ._mods import apply_score_mod, mask_mod_keep, mod_indices
 from ._namespace import Array, Namespace, to_dtype
-from ._validate import AttentionCall, AttentionShape
+from ._validate import AttentionShape
 
 
 class Problem(NamedTuple):

@@ -8,18 +8,15 @@ from __future__ import annotations
 import math
 import numbers
 import operator
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from ._namespace import (
     Array,
     Namespace,
-    check_same_device,
     is_array,
     is_integer,
     is_real_floating,
-    namespace_of,
     to_dtype,
 )
 from ._shapes import broadcast_shapes, broadcasts_to, fmt, is_static
@@ -54,10 +51,36 @@ def check_bool(name: str, x: Array | None, xp: Namespace, hint: str = "", func: 
         raise TypeError(f"{_at(func)}{name} must be a bool array; got dtype {x.dtype}{hint}")
 
 
+def _type_name(value: Any) -> str:
+    """``bool`` / ``numpy.ndarray``: qualified unless built in (NumPy 2 names its scalar
+    ``bool`` too, so "must be a bool; got bool" needs the module)."""
+    kind = type(value)
+    return kind.__qualname__ if kind.__module__ == "builtins" else (
+        f"{kind.__module__}.{kind.__qualname__}")
+
+
+def as_flag(name: str, value: Any, func: str = "") -> bool:
+    """A static bool: Python's, or NumPy's bool scalar (what ``np.any`` returns). Options
+    that choose code paths or outputs must be static, so arrays are refused."""
+    if isinstance(value, bool):
+        return value
+    kind = type(value)
+    if kind.__module__ == "numpy" and kind.__name__ in ("bool", "bool_"):
+        return bool(value)
+    raise TypeError(f"{_at(func)}{name} must be a bool; got {_type_name(value)}")
+
+
 def check_flag(name: str, value: Any, func: str = "") -> None:
-    """A Python bool: options that choose code paths or outputs must be static."""
-    if not isinstance(value, bool):
-        raise TypeError(f"{_at(func)}{name} must be a bool; got {type(value).__name__}")
+    """A Python (or NumPy scalar) bool: see :func:`as_flag`."""
+    as_flag(name, value, func)
+
+
+def as_int(value: Any) -> int | None:
+    """``value`` as a Python int when it is an integer (``np.int64`` included, through
+    ``operator.index``) and not a bool; else ``None``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        return None
+    return operator.index(value)
 
 
 def check_size(name: str, n: object) -> int:
@@ -170,6 +193,15 @@ def _python_ints(x: Any) -> list[int]:
     return []
 
 
+def _clip_ints(x: Any, top: int) -> Any:
+    """A (nested) sequence of ints, or an int, with every value clipped to ``top``."""
+    if isinstance(x, numbers.Integral) and not isinstance(x, bool):
+        return min(operator.index(x), top)
+    if isinstance(x, Sequence) and not isinstance(x, (str, bytes)):
+        return [_clip_ints(item, top) for item in x]
+    return x
+
+
 def as_lengths(lengths: Any, name: str, xp: Namespace, device: Any, index_dtype: Any) -> Array:
     """``kv_lengths``/``q_lengths`` as an integer array of the index dtype.
 
@@ -181,6 +213,9 @@ def as_lengths(lengths: Any, name: str, xp: Namespace, device: Any, index_dtype:
     if python_int or sequence:
         if any(n < 0 for n in _python_ints(lengths)):
             raise ValueError(f"{name} must be >= 0 (a number of positions); got {lengths!r}")
+        # A length past the index dtype means "every position", as any length >= L does:
+        # clipped, not an OverflowError (or an object array) from asarray.
+        lengths = _clip_ints(lengths, int(xp.iinfo(index_dtype).max))
         try:
             lengths = xp.asarray(lengths, device=device)
         except (TypeError, ValueError) as exc:
@@ -226,21 +261,24 @@ def check_dropout(dropout_p: Any, dropout_mask: Array | None) -> float:
     return float(dropout_p)
 
 
-def check_chunk_size(chunk_size: Any) -> None:
-    """``None``, an int >= 0 (0 = direct), or a ``(block_q, block_k)`` pair of ints >= 1."""
+def check_chunk_size(chunk_size: Any) -> int | tuple[int, int] | None:
+    """``None``, an int >= 0 (0 = direct), or a ``(block_q, block_k)`` pair of ints >= 1;
+    returned with Python ints."""
     if chunk_size is None:
-        return
+        return None
     if isinstance(chunk_size, bool):
         raise TypeError("chunk_size must be an int, a (block_q, block_k) pair or None; got bool")
-    if isinstance(chunk_size, int):
-        if chunk_size < 0:
-            raise ValueError(f"chunk_size must be >= 0 (0 = the direct path); got {chunk_size}")
-        return
-    if (isinstance(chunk_size, (tuple, list)) and len(chunk_size) == 2
-            and all(isinstance(c, int) and not isinstance(c, bool) for c in chunk_size)):
-        if min(chunk_size) < 1:
-            raise ValueError(f"chunk_size blocks must be >= 1; got {tuple(chunk_size)}")
-        return
+    single = as_int(chunk_size)
+    if single is not None:
+        if single < 0:
+            raise ValueError(f"chunk_size must be >= 0 (0 = the direct path); got {single}")
+        return single
+    if isinstance(chunk_size, (tuple, list)) and len(chunk_size) == 2:
+        block_q, block_k = (as_int(c) for c in chunk_size)
+        if block_q is not None and block_k is not None:
+            if min(block_q, block_k) < 1:
+                raise ValueError(f"chunk_size blocks must be >= 1; got {(block_q, block_k)}")
+            return (block_q, block_k)
     raise TypeError(
         f"chunk_size must be an int, a (block_q, block_k) pair or None; got {chunk_size!r}"
     )
@@ -282,149 +320,20 @@ def check_window(window: object) -> Window | None:
 
 def check_band_options(causal: object, window: object, alignment: object) -> Window | None:
     """Validate ``causal``, ``window`` and ``alignment``; returns the window as a tuple."""
-    if not isinstance(causal, bool):
-        raise TypeError(f"causal must be a bool; got {type(causal).__name__}")
+    as_flag("causal", causal)
     check_alignment(alignment)
     return check_window(window)
 
 
-def _scalar_array(x: Any) -> Any:
-    """``x`` when it is an array (it then takes part in the namespace and device checks)."""
-    return x if is_array(x) and not isinstance(x, numbers.Real) else None
-
-
-#: Per-token integer options: where each query and key sits, and which sequence it is in.
-TOKEN_OPTIONS = ("q_positions", "kv_positions", "q_segment_ids", "kv_segment_ids")
-
-#: Values of ``scaled_dot_product_attention(implementation=...)``.
-IMPLEMENTATIONS = ("portable", "native", "auto")
-
-
-def check_implementation(implementation: object) -> str:
-    if implementation not in IMPLEMENTATIONS:
-        raise ValueError(f"implementation must be one of {', '.join(map(repr, IMPLEMENTATIONS))}"
-                         f"; got {implementation!r}")
-    return str(implementation)
-
-
-@dataclass(frozen=True, slots=True)
-class AttentionCall:
-    """One validated call of :func:`attnspec.scaled_dot_product_attention`: the arrays,
-    what validation derived from them, every option and the return flags. Routing, native
-    dispatch and both portable paths read the call from here; a new option is one field
-    (and its check in :func:`attention_call`).
-
-    Options after ``value`` appear in the order :func:`portable_only` reports them; an
-    option that a native kernel does not see (not in :data:`KERNEL_OPTIONS`) sends the
-    call to the portable path whenever it is set (not ``None``/``False``).
-    """
-
-    xp: Namespace
-    shape: AttentionShape
-    device: Any
-    query: Array
-    key: Array
-    value: Array
-    mask: Array | None = None
-    bias: Array | None = None
-    softcap: Any = None  # a Python real, or a 0-d array
-    sinks: Array | None = None  # one logit per (*batch, Hq) row, in the denominator only
-    alibi_slopes: Array | None = None  # one slope per (*batch, Hq) head
-    q_positions: Array | None = None  # (*batch, Lq) integers: causal/window/ALiBi use them
-    kv_positions: Array | None = None  # (*batch, Lk)
-    q_segment_ids: Array | None = None  # (*batch, Lq): packed varlen; negative = padding
-    kv_segment_ids: Array | None = None  # (*batch, Lk)
-    block_table: Array | None = None  # (*batch, max_pages); key/value already gathered
-    score_mod: Any = None  # FlexAttention's score_mod(score, b, h, q_idx, kv_idx)
-    mask_mod: Any = None  # FlexAttention's mask_mod(b, h, q_idx, kv_idx) -> bool
-    window: Window | None = None  # None also for a window that masks nothing
-    q_lengths: Array | None = None  # as an index-dtype array on the query's device
-    dropout_mask: Array | None = None
-    return_lse: bool = False
-    return_weights: bool = False
-    chunk_size: int | tuple[int, int] | None = None
-    causal: bool = False
-    alignment: str = "upper_left"
-    scale: Any = None  # as given: None means the default 1/sqrt(Dk)
-    kv_lengths: Array | None = None  # as an index-dtype array on the query's device
-    dropout_p: float = 0.0
-    implementation: str = "portable"
-
-
-#: Fields of :class:`AttentionCall` a native kernel is given (or that only matter together
-#: with another option: ``dropout_p`` needs ``dropout_mask``).
-KERNEL_OPTIONS = frozenset({"xp", "shape", "device", "query", "key", "value", "causal",
-                            "alignment", "scale", "kv_lengths", "dropout_p",
-                            "implementation", "block_table"})
-_PORTABLE_ONLY = tuple(f.name for f in fields(AttentionCall) if f.name not in KERNEL_OPTIONS)
-
-
-def portable_only(call: AttentionCall) -> str | None:
-    """The first option of ``call`` that only the portable path computes, if one is set."""
-    for name in _PORTABLE_ONLY:
-        value = getattr(call, name)
-        if value is not None and value is not False:
-            return name
-    return None
-
-
-def attention_call(arguments: Mapping[str, Any]) -> AttentionCall:
-    """Every check of ``scaled_dot_product_attention``'s arguments, in one place.
-
-    ``arguments``: every parameter of the public function by name (its ``locals()`` on
-    entry, or ``inspect.signature(...).bind(...)`` with defaults applied).
-    """
-    # The checks of the newer input forms live beside (imported here: they use this
-    # module's helpers).
-    from ._validate_forms import check_mod, check_token_options, paged_pools
-
-    a = arguments
-    check_implementation(a["implementation"])
-    query, key, value = a["query"], a["key"], a["value"]
-    mask, bias, dropout_mask = a["mask"], a["bias"], a["dropout_mask"]
-    kv_lengths, q_lengths = a["kv_lengths"], a["q_lengths"]
-    arrays = {
-        "query": query, "key": key, "value": value, "mask": mask, "bias": bias,
-        "dropout_mask": dropout_mask, "kv_lengths": _scalar_array(kv_lengths),
-        "q_lengths": _scalar_array(q_lengths), "scale": _scalar_array(a["scale"]),
-        "softcap": _scalar_array(a["softcap"]), "sinks": a["sinks"],
-        "alibi_slopes": a["alibi_slopes"], **{n: a[n] for n in TOKEN_OPTIONS},
-        "block_table": a["block_table"],
-    }
-    xp = namespace_of(a["xp"], arrays, required=("query", "key", "value"))
-    device = check_same_device(arrays)
-    if a["block_table"] is not None:  # page pools -> the dense caches they describe
-        key, value = paged_pools(a, xp, device)
-        a = {**a, "key": key, "value": value}
-    shape = attention_shape(query, key, value, xp)
-    check_bool("mask", mask, xp, MASK_HINT)
-    check_bool("dropout_mask", dropout_mask, xp)
-    check_bias(bias, xp)
-    for name, arr in (("mask", mask), ("bias", bias), ("dropout_mask", dropout_mask)):
-        check_broadcast(name, arr, shape.scores, "the scores' shape (*batch, Hq, Lq, Lk)")
-    check_per_head("sinks", a["sinks"], shape, xp, "one logit per row of each head")
-    check_per_head("alibi_slopes", a["alibi_slopes"], shape, xp, "one slope per head")
-    check_token_options(a, shape.lq, shape.lk, xp, shape.batch)
-    check_mod("score_mod", a["score_mod"], "score_mod(score, b, h, q_idx, kv_idx) -> score")
-    check_mod("mask_mod", a["mask_mod"], "mask_mod(b, h, q_idx, kv_idx) -> bool")
-    check_positive_real("scale", a["scale"], xp)
-    check_positive_real("softcap", a["softcap"], xp)
-    dropout_p = check_dropout(a["dropout_p"], dropout_mask)
-    check_chunk_size(a["chunk_size"])
-    window = check_band_options(a["causal"], a["window"], a["alignment"])
-
-    index = None if kv_lengths is None and q_lengths is None else index_dtype(xp, device)
-    if kv_lengths is not None:
-        kv_lengths = as_lengths(kv_lengths, "kv_lengths", xp, device, index)
-        check_lengths_shape("kv_lengths", kv_lengths, shape.batch)
-    if q_lengths is not None:
-        q_lengths = as_lengths(q_lengths, "q_lengths", xp, device, index)
-        check_lengths_shape("q_lengths", q_lengths, shape.batch)
-    return AttentionCall(**{
-        **a, "xp": xp, "shape": shape, "device": device, "dropout_p": dropout_p,
-        "window": None if window == (None, None) else window, "kv_lengths": kv_lengths,
-        "q_lengths": q_lengths,
-    })
+def clip_window(window: Window | None, index: Any, xp: Namespace) -> Window | None:
+    """Sides wider than the index dtype can hold clipped to its largest value: the band is
+    the same (no two positions are further apart), and ``window=(None, 2**63)`` no longer
+    wraps around in torch's int64 (all keys masked) or overflows JAX's int32."""
+    if window is None:
+        return None
+    top = int(xp.iinfo(index).max)
+    left, right = (None if w is None else min(w, top) for w in window)
+    return (left, right)
 
 
 def index_dtype(xp: Namespace, device: Any) -> Any:

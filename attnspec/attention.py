@@ -8,6 +8,7 @@ from typing import Any
 
 import array_api_compat
 
+from . import _call as call_check
 from . import _validate as check
 from . import native as _native
 from ._blocks import key_padding
@@ -236,7 +237,7 @@ def scaled_dot_product_attention(
     >>> lse
     Array([[      -inf, 1.09861229]], dtype=array_api_strict.float64)
     """
-    call = check.attention_call(locals())  # first statement: locals() is the arguments
+    call = call_check.attention_call(locals())  # first statement: locals() is the arguments
     if call.implementation != "portable":
         kernel, reason, native_call = _native.plan(call)
         if kernel is not None:
@@ -251,7 +252,7 @@ def scaled_dot_product_attention(
     return results[0] if len(results) == 1 else tuple(results)
 
 
-def _portable(call: check.AttentionCall) -> list[Array]:
+def _portable(call: call_check.AttentionCall) -> list[Array]:
     """attnspec's own path: the direct or the chunked one, as ``chunk_size`` and the shapes
     pick (:func:`choose_blocks`)."""
     xp, shape, query = call.xp, call.shape, call.query
@@ -266,7 +267,7 @@ def _portable(call: check.AttentionCall) -> list[Array]:
     k, v = _zero_past_lengths(to_dtype(xp, call.key, acc), to_dtype(xp, call.value, acc),
                               call.kv_lengths, shape.lk, xp, call.device)
     tokens = resolve_tokens(
-        {n: getattr(call, n) for n in check.TOKEN_OPTIONS}, shape.lq, shape.lk,
+        {n: getattr(call, n) for n in call_check.TOKEN_OPTIONS}, shape.lq, shape.lk,
         call.alignment, xp, call.device,
         positions_needed=call.causal or call.window is not None or call.alibi_slopes is not None,
     )
@@ -292,7 +293,7 @@ def _portable(call: check.AttentionCall) -> list[Array]:
     return direct(problem) if blocks is None else chunked(problem, *blocks)
 
 
-def _per_head(call: check.AttentionCall, x: Array, acc: Any) -> Array:
+def _per_head(call: call_check.AttentionCall, x: Array, acc: Any) -> Array:
     """A per-head input (``sinks``, ``alibi_slopes``) broadcast to ``(*batch, Hq, 1, 1)`` in
     the accumulation dtype, next to each head's block of scores."""
     xp, shape = call.xp, call.shape
@@ -331,11 +332,12 @@ def native_plan(query: Array, key: Array, value: Array, /, **options: Any) -> Pl
     True
     """
     options.setdefault("implementation", "auto")
-    check.check_implementation(options["implementation"])
+    call_check.check_implementation(options["implementation"])
     unknown = sorted(set(options) - _OPTIONS)
     if unknown:
         raise TypeError(f"native_plan() got unexpected keyword arguments: {unknown}")
-    kernel, reason, _ = _native.plan(check.attention_call(bind(query, key, value, **options)))
+    call = call_check.attention_call(bind(query, key, value, **options))
+    kernel, reason, _ = _native.plan(call)
     return Plan(None if kernel is None else kernel.name, reason)
 
 

@@ -31,12 +31,15 @@ from ._namespace import (
 from ._shapes import broadcast_shapes, fmt
 from ._validate import (
     MASK_HINT,
+    as_flag,
     as_lengths,
     check_alignment,
     check_band_options,
     check_bool,
     check_size,
     check_window,
+    clip_window,
+    index_dtype,
     shape_of,
 )
 from ._validate import Window as Window  # re-exported: attention, mha import it
@@ -128,8 +131,9 @@ def window_mask(
     """
     lq, lk = check_size("lq", lq), check_size("lk", lk)
     xp = namespace_of(xp, {})
+    clipped = clip_window(check_window(window), index_dtype(xp, device), xp)
     in_band = band(
-        lq, lk, causal=False, window=check_window(window), alignment=check_alignment(alignment),
+        lq, lk, causal=False, window=clipped, alignment=check_alignment(alignment),
         kv_lengths=None, q_lengths=None, xp=xp, device=device,
     )
     return xp.ones((lq, lk), dtype=xp.bool, device=device) if in_band is None else in_band
@@ -216,7 +220,9 @@ def attention_mask(
     xp = namespace_of(xp, arrays)
     first = check_same_device(arrays)
     device = first if device is None else device
-    window = check_band_options(causal, window, alignment)
+    causal = as_flag("causal", causal)
+    window = clip_window(check_band_options(causal, window, alignment),
+                         index_dtype(xp, device), xp)
     kv, q, batch = _builder_lengths(kv_lengths, q_lengths, xp, device)
     check_bool("mask", mask, xp, MASK_HINT)
     if mask is not None:

@@ -24,9 +24,10 @@ import warnings
 from importlib import metadata
 from typing import Any, NamedTuple, Protocol
 
+from ._call import IMPLEMENTATIONS, AttentionCall, portable_only
 from ._namespace import Array, Namespace
 from ._problem import default_scale
-from ._validate import IMPLEMENTATIONS, AttentionCall, AttentionShape, portable_only
+from ._validate import AttentionShape
 
 __all__ = ["IMPLEMENTATIONS", "NativeCall", "NativeKernel", "Plan", "kernels", "plan",
            "register"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import operator
 
 from ._namespace import (
     Array,
@@ -14,7 +15,14 @@ from ._namespace import (
 )
 from ._normalizer import log_normalizer, normalizer
 from ._shapes import fmt
-from ._validate import check_bool, check_broadcast, check_flag, check_real_floating, shape_of
+from ._validate import (
+    as_int,
+    check_bool,
+    check_broadcast,
+    check_flag,
+    check_real_floating,
+    shape_of,
+)
 
 __all__ = ["log_softmax", "logsumexp", "softmax"]
 
@@ -27,8 +35,9 @@ def _prepare(
     check_same_device(arrays, func=func)
     shape = shape_of("x", x, func)
     check_real_floating("x", x, xp, func)
-    if isinstance(axis, bool) or not isinstance(axis, int):
+    if as_int(axis) is None:
         raise TypeError(f"{func}: axis must be an int; got {type(axis).__name__}")
+    axis = operator.index(axis)
     if not -x.ndim <= axis < x.ndim:
         raise ValueError(f"{func}: axis {axis} is out of range for x of shape {fmt(shape)}")
     xf = to_dtype(xp, x, accumulation_dtype(xp, x.dtype))

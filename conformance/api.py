@@ -23,6 +23,7 @@ from .references import CaseCache
 from .report import COMPLETE, INTERRUPTED, Report
 from .results import CaseResult, ImplementationInfo, Outcome
 from .runner import ImplementationRun, run_implementation
+from .signals import terminate_as_interrupt
 from .xfail import XfailEntry
 
 __all__ = ["RunInterrupted", "run"]
@@ -124,8 +125,11 @@ def run(
         implementation turns out to be unavailable.
     isolate : bool
         One worker process per implementation (default). ``False`` runs everything in this
-        process: faster to start, but a crashing implementation takes the process down and
-        ``timeout`` is not enforced.
+        process: faster to start, but a crashing implementation takes the process down,
+        ``timeout`` and ``memory_limit`` are not enforced, and what an implementation does
+        to the process (patching NumPy, say) stays for the outputs of every call after it,
+        its own and those of the implementations graded after it. The references are safe
+        either way: they are made before any implementation is imported or called.
     fingerprint : bool
         Record each implementation's behaviour fingerprint
         (``attnspec.conformance.fingerprint``).
@@ -168,7 +172,10 @@ def run(
     (and was killed) or died -- the next case gets a fresh worker; ``not-applicable`` for
     cases outside the implementation's declaration (never sent to it). Cases that expect an
     exception (``case.expect``) pass when the implementation raises that class or a
-    subclass. Inputs and golden references are made once per case, in this process.
+    subclass. Inputs and golden references are made once per case, in this process, before
+    any implementation's module is imported or any implementation called, so that nothing
+    an implementation does to the process moves them (code that ran before ``run`` was
+    called -- an Adapter object's module, say -- is the environment they are made in).
 
     Workers are started with ``multiprocessing``'s spawn method, which imports the calling
     script in each worker: a script that calls ``run`` must do so under
@@ -195,6 +202,15 @@ def run(
         from .xfail import load_xfails
 
         entries = load_xfails(xfail_file)
+    # The references first, here, before _targets imports any implementation's module and
+    # before any implementation is called: a module that patches NumPy when imported (the
+    # parent imports a module:callable to read its declaration, isolated or not), or a call
+    # that does (isolate=False makes every call here), cannot move them. Cheaper than a
+    # process of their own (references.ReferenceProcess, for --explore and the pytest
+    # plugin, whose cases come after implementation code ran): the catalog is known up
+    # front, and each case is still made once for every implementation; only the cases no
+    # implementation applies to are made in vain.
+    cache = _references(cases)
     chosen, notes = _targets(targets, backend=backend, device=device,
                              capabilities=capabilities)
     options: dict[str, Any] = {
@@ -211,18 +227,32 @@ def run(
                      f"dtypes={dtype_names!r} (`attnspec list --cases` shows the case IDs)")
     if notes:
         options["notes"] = notes
-    return _run(chosen, cases, entries, options, progress=progress, timeout=float(timeout),
-                isolate=isolate, fingerprint=fingerprint, memory_limit=memory_limit,
-                jax_x64=bool(jax_x64))
+    return _run(chosen, cases, entries, options, cache, progress=progress,
+                timeout=float(timeout), isolate=isolate, fingerprint=fingerprint,
+                memory_limit=memory_limit, jax_x64=bool(jax_x64))
+
+
+def _references(cases: list[Case]) -> CaseCache:
+    """Every case's inputs and references, made now (see :mod:`.references`). Ctrl-C (or
+    SIGTERM) meanwhile is a :class:`RunInterrupted` with a report of no results."""
+    cache = CaseCache()
+    try:
+        with terminate_as_interrupt():
+            cache.fill(cases)
+    except KeyboardInterrupt as exc:
+        note = (f"interrupted while making the references of {len(cases)} cases, before "
+                "any implementation ran")
+        raise RunInterrupted(Report(options={"cases": len(cases), "notes": [note]},
+                                    status=INTERRUPTED)) from exc
+    return cache
 
 
 def _run(chosen: list[_Target], cases: list[Case], entries: list[XfailEntry],
-         options: dict[str, Any], *,
+         options: dict[str, Any], cache: CaseCache, *,
          progress: Progress | None, timeout: float, isolate: bool, fingerprint: bool,
          memory_limit: str | int | None = AUTO, jax_x64: bool = True) -> Report:
     from .xfail import apply_xfail, stale_xfails
 
-    cache = CaseCache()
     results: list[CaseResult] = []
     infos: list[ImplementationInfo] = []
     libraries: dict[str, str] = {}
@@ -245,15 +275,17 @@ def _run(chosen: list[_Target], cases: list[Case], entries: list[XfailEntry],
     status = COMPLETE
     current: _Target | None = None
     try:
-        for target in chosen:
-            current = target
-            outcome = _run_target(target, cases, cache, emit, skip, notes, timeout=timeout,
-                                  isolate=isolate, fingerprint=fingerprint, startup=startup,
-                                  memory_limit=memory_limit, jax_x64=jax_x64)
-            infos.append(outcome.info)
-            for name, version in outcome.libraries.items():
-                libraries.setdefault(name, version)
-            current = None
+        with terminate_as_interrupt():  # SIGTERM (timeout, CI cancel): as Ctrl-C
+            for target in chosen:
+                current = target
+                outcome = _run_target(target, cases, cache, emit, skip, notes,
+                                      timeout=timeout, isolate=isolate,
+                                      fingerprint=fingerprint, startup=startup,
+                                      memory_limit=memory_limit, jax_x64=jax_x64)
+                infos.append(outcome.info)
+                for name, version in outcome.libraries.items():
+                    libraries.setdefault(name, version)
+                current = None
     except KeyboardInterrupt as exc:
         status = INTERRUPTED
         interrupt: KeyboardInterrupt | None = exc

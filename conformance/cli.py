@@ -5,13 +5,15 @@ implementation was graded on enough cases for every rule it claims; 1 when a cas
 errored, or an expected failure passed; 2 for a usage error (unknown target, bad option,
 unreadable file); 3 when nothing failed but the coverage is insufficient for a verdict
 (``attnspec.conformance.coverage``); 130 when the run was interrupted (Ctrl-C; the reports
-asked for are written with the results gathered so far, marked ``"status": "interrupted"``).
+asked for are written with the results gathered so far, marked ``"status": "interrupted"``),
+143 when it was stopped by SIGTERM (the same partial reports).
 ``attnspec repro`` exits 1 when the case it reproduces fails.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +26,7 @@ __all__ = ["main"]
 
 USAGE_ERROR = 2
 INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
+TERMINATED = 143  # 128 + SIGTERM: stopped by `timeout`, a CI cancel, `docker stop`
 
 
 class UsageError(Exception):
@@ -125,6 +128,11 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    for stream in (sys.stdout, sys.stderr):
+        # A lone surrogate in an implementation's message prints as \udcff instead of
+        # raising UnicodeEncodeError halfway through the summary.
+        with contextlib.suppress(AttributeError, ValueError):
+            stream.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
     try:
         import numpy  # noqa: F401
     except ImportError:
@@ -153,6 +161,20 @@ def _use_color(choice: str) -> bool:
     return choice == "always"
 
 
+def _check_output_paths(args: argparse.Namespace, *options: str) -> None:
+    """Every report path asked for must be writable before the first case runs: a typo
+    fails at once with a usage error, not after the run with a traceback."""
+    from .atomic import check_writable
+
+    for option in options:
+        path = getattr(args, option.lstrip("-").replace("-", "_"), None)
+        if path is not None:
+            try:
+                check_writable(path, option)
+            except ValueError as exc:
+                raise UsageError(str(exc)) from None
+
+
 def _write_outputs(report: Report, args: argparse.Namespace) -> None:
     """The reports asked for, each written atomically (``atomic.write_text``)."""
     from .atomic import write_text
@@ -168,27 +190,29 @@ def _write_outputs(report: Report, args: argparse.Namespace) -> None:
 
 
 def _write_partial(report: Report, args: argparse.Namespace) -> None:
-    """The reports of an interrupted run; a second Ctrl-C waits until they are written (a
-    fraction of a second) rather than leave the run with no report at all."""
+    """The reports of an interrupted run; a second Ctrl-C or SIGTERM waits until they are
+    written (a fraction of a second) rather than leave the run with no report at all."""
     import signal
 
-    try:
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    except ValueError:  # not the main thread: no signal handling to change
-        previous = None
+    previous = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(ValueError):  # not the main thread: nothing to change
+            previous[signum] = signal.signal(signum, signal.SIG_IGN)
     try:
         _write_outputs(report, args)
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _check(args: argparse.Namespace) -> int:
     from . import api
+    from .signals import Terminated
     from .terminal import Progress, matrix, summary
 
     if args.explore < 0:
         raise UsageError("--explore must be >= 0")
+    _check_output_paths(args, "--json", "--markdown", "--html")
     if args.xfail_file and not args.xfail_file.is_file():
         raise UsageError(f"--xfail-file {args.xfail_file}: no such file")
     if args.outputs is not None:
@@ -196,8 +220,12 @@ def _check(args: argparse.Namespace) -> int:
 
         if not args.outputs.is_dir():
             raise UsageError(f"--outputs {args.outputs}: no such directory")
-        report = grade_outputs(args.outputs, full=args.full, select=args.select,
-                               dtypes=args.dtypes, seed=args.seed, xfail_file=args.xfail_file)
+        try:
+            report = grade_outputs(args.outputs, full=args.full, select=args.select,
+                                   dtypes=args.dtypes, seed=args.seed,
+                                   xfail_file=args.xfail_file)
+        except (ValueError, TypeError) as exc:
+            raise UsageError(str(exc)) from None
     else:
         progress = Progress(0)
         try:
@@ -214,13 +242,24 @@ def _check(args: argparse.Namespace) -> int:
             report = exc.report
             _write_partial(report, args)
             print(summary(report))
-            return INTERRUPTED
+            return TERMINATED if isinstance(exc.__cause__, Terminated) else INTERRUPTED
         except (ValueError, TypeError, ImportError) as exc:
             raise UsageError(str(exc)) from None
         finally:
             progress.close()
     if args.explore:
-        _explore(report, args)
+        from .report import INTERRUPTED as STOPPED
+        from .signals import terminate_as_interrupt
+
+        try:
+            with terminate_as_interrupt():
+                _explore(report, args)
+        except KeyboardInterrupt as exc:  # the catalog's results stand: write them
+            report.status = STOPPED
+            report.options.setdefault("notes", []).append("interrupted during --explore")
+            _write_partial(report, args)
+            print(summary(report))
+            return TERMINATED if isinstance(exc, Terminated) else INTERRUPTED
     color = _use_color(args.color)
     print(matrix(report, color=color))
     print(summary(report))
@@ -229,7 +268,9 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _explore(report: Report, args: argparse.Namespace) -> None:
-    """Run ``--explore`` on each target; a shrunk failure joins the report's results."""
+    """Run ``--explore`` on each target, in a worker as the catalog's cases ran (in-process
+    with ``--in-process``); a failure it found -- a crash or a timeout too -- joins the
+    report's results, and the reports are written after it as for any run."""
     from .explore import explore
 
     notes = report.options.setdefault("notes", [])
@@ -237,9 +278,13 @@ def _explore(report: Report, args: argparse.Namespace) -> None:
         try:
             found = explore(target, examples=args.explore, backend=args.backend,
                             device=args.device, dtypes=args.dtypes,
-                            capabilities=args.capabilities, seed=args.seed)
+                            capabilities=args.capabilities, seed=args.seed,
+                            timeout=args.timeout, isolate=not args.in_process,
+                            memory_limit=args.memory_limit, jax_x64=not args.no_jax_x64)
         except (ValueError, TypeError, ImportError) as exc:
             raise UsageError(str(exc)) from None
+        if found.note:
+            notes.append(f"{target}: {found.note}")
         if found.result is not None:
             found.result.implementation = next(
                 (i.name for i in report.implementations if i.name == target), target)
@@ -265,12 +310,14 @@ def _list(args: argparse.Namespace) -> int:
         return 0
     cases = list(select(catalog(full=args.full), args.select))
     if args.adapters:
-        from .adapters import builtin_adapters
+        from .adapters import ON_REQUEST, builtin_adapters
 
-        for adapter in builtin_adapters():
+        for adapter in builtin_adapters(on_request=True):
             reason = adapter.unavailable()
             state = "available" if reason is None else f"unavailable: {reason}"
-            print(f"{adapter.name:<28} {state}")
+            if adapter.name in ON_REQUEST:
+                state += " (graded when named)"
+            print(f"{adapter.name:<30} {state}")
         return 0
     if args.cases:
         for case in cases:
@@ -294,14 +341,17 @@ def _report(args: argparse.Namespace) -> int:
     from .report import Report
     from .terminal import matrix, summary
 
+    _check_output_paths(args, "--json", "--markdown", "--html")
     reports = []
     for path in args.reports:
         if not path.is_file():
             raise UsageError(f"{path}: no such file")
         try:
-            reports.append(Report.load(path))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise UsageError(f"{path}: {exc}") from None
+            reports.append(Report.load(path))  # validated: a bad field is a ValueError here,
+        except (ValueError, KeyError, TypeError) as exc:  # not a traceback once printing began
+            message = str(exc)
+            raise UsageError(message if message.startswith(str(path)) else f"{path}: {message}"
+                             ) from None
     merged = Report.merge(reports)
     print(matrix(merged, color=_use_color("auto")))
     print(summary(merged))
@@ -314,6 +364,7 @@ def _repro(args: argparse.Namespace) -> int:
 
     from .repro import find_case, reproducer, run_case
 
+    _check_output_paths(args, "--output")
     params = None
     if args.params is not None:
         try:

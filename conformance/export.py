@@ -10,7 +10,10 @@ conventions (layout, mask polarity) and the tolerance constants.
 An implementation in another language reads the inputs, casts them to the case dtype, and
 writes ``OUT/<name>.npz`` with ``out`` (and ``lse``, ``weights`` if it has them);
 ``attnspec check --outputs OUT`` grades that directory. Output dtypes are not checked there
-(NumPy cannot store bfloat16); a missing file is "not applicable".
+(NumPy cannot store bfloat16), but they must be real numbers; a missing file is "not
+applicable", an unreadable one (or one of strings, complex or bool arrays) its case's error.
+``OUT/manifest.json`` is optional; a malformed one is a ``ValueError``/``TypeError`` naming
+it.
 
 Gradient cases (``grad*``) also hold ``input/cotangent`` (the cotangent of ``out``) and
 ``expected/dq``, ``dk``, ``dv`` (``dbias``): a backward kernel writes ``dq``, ``dk``, ``dv``
@@ -35,9 +38,11 @@ from .atomic import atomic_open, write_text
 from .cases import Case, CaseKind, make_inputs
 from .catalog import catalog, select
 from .golden import golden, naive
+from .gradients import GRAD_OUTPUTS
 from .precision import EPS
 from .report import Report
 from .results import CaseResult, ImplementationInfo, Outcome
+from .schema import read_json
 from .tolerance import TOLERANCES, grade
 
 __all__ = ["FORMAT", "case_filename", "export", "grade_outputs"]
@@ -119,13 +124,26 @@ def grade_outputs(outputs: Path, *, full: bool = False, select: Iterable[str] | 
                   xfail_file: Path | None = None) -> Report:
     """Grade ``outputs/<name>.npz`` files (or ``outputs/cases/<name>.npz``) against the
     catalog; the implementation's name comes from ``outputs/manifest.json``'s
-    ``implementation`` field when present, else from the directory name."""
+    ``implementation`` field when present, else from the directory name.
+
+    A file that cannot be read or holds no numbers is its case's error; a case without a
+    file is not applicable (no file at all: INSUFFICIENT COVERAGE, never a pass).
+
+    Raises
+    ------
+    ValueError, TypeError
+        Naming the file, for a ``manifest.json`` that is not a JSON object or whose
+        ``implementation`` is not a non-empty string, and for a malformed ``xfail_file``.
+    """
     outputs = Path(outputs)
-    name = outputs.resolve().name
-    manifest = outputs / "manifest.json"
-    if manifest.is_file():
-        name = json.loads(manifest.read_text()).get("implementation", name)
+    name = _implementation_name(outputs)
+    xfails = None
+    if xfail_file is not None:
+        from .xfail import load_xfails
+
+        xfails = load_xfails(xfail_file)  # before grading: a bad file is known at once
     results = []
+    found = 0
     for case in _cases(full, select, dtypes, seed):
         path = outputs / case_filename(case.id)
         if not path.is_file():
@@ -136,29 +154,87 @@ def grade_outputs(outputs: Path, *, full: bool = False, select: Iterable[str] | 
             outcome=Outcome.NOT_APPLICABLE, seed=case.seed, message="no output file",
         )
         if path.is_file():
+            found += 1
             _grade_file(case, path, result)
         results.append(result)
+    options: dict[str, Any] = {"outputs": outputs.name, "full": full,
+                               "select": list(select or []), "dtypes": list(dtypes or []),
+                               "seed": seed}
+    if results and not found:
+        options["notes"] = [
+            f"no output file in {outputs} for any of the {len(results)} cases: expected "
+            f"{outputs.name}/<case>.npz or {outputs.name}/cases/<case>.npz, named as "
+            "`attnspec export` names them (see its manifest.json)"]
     report = Report(
         implementations=[ImplementationInfo(name=name, backend="external", device="",
                                             description=f"outputs read from {outputs.name}")],
         results=results,
-        options={"outputs": outputs.name, "full": full, "select": list(select or []),
-                 "dtypes": list(dtypes or []), "seed": seed},
+        options=options,
     )
-    if xfail_file is not None:
-        from .xfail import apply_xfails, load_xfails
+    if xfails is not None:
+        from .xfail import apply_xfails
 
-        apply_xfails(report, load_xfails(xfail_file))
+        apply_xfails(report, xfails)
     return report
 
 
-def _grade_file(case: Case, path: Path, result: CaseResult) -> None:
+def _implementation_name(outputs: Path) -> str:
+    """``implementation`` from ``outputs/manifest.json``, else the folder's name."""
+    name = outputs.resolve().name or "outputs"  # the root folder has no name
+    manifest = outputs / "manifest.json"
+    if not manifest.is_file():
+        return name
+    data = read_json(manifest, what="a JSON manifest")
+    if not isinstance(data, dict):
+        raise ValueError(f"{manifest}: expected a JSON object such as "
+                         f'{{"implementation": "my-kernel"}}, got {_json_type(data)}')
+    value = data.get("implementation", name)
+    if not isinstance(value, str) or not value.strip():
+        raise TypeError(f"{manifest}: 'implementation' must be a non-empty string (the name "
+                        f"of the implementation that wrote the outputs), got "
+                        f"{_json_type(value)} {_short(value)}")
+    return value
+
+
+def _json_type(value: Any) -> str:
+    for kind, text in ((bool, "a boolean"), (int, "a number"), (float, "a number"),
+                       (str, "a string"), (list, "an array"), (dict, "an object")):
+        if isinstance(value, kind):
+            return text
+    return "null" if value is None else type(value).__name__
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _read_outputs(path: Path) -> dict[str, np.ndarray] | str:
+    """The arrays of an output file, or why they cannot be graded."""
     try:
-        with np.load(path) as data:
-            got = {k: np.asarray(data[k]) for k in ("out", "lse", "weights", "dq", "dk", "dv",
-                                                    "dbias") if k in data}
-    except Exception as exc:  # an unreadable file is that case's error, not the run's
-        result.outcome, result.message = Outcome.ERROR, f"cannot read {path.name}: {exc}"
+        loaded = np.load(path, allow_pickle=False)
+    except Exception as exc:  # anything wrong with the file is its case's error
+        return f"cannot read {path.name}: not an .npz archive ({exc})"
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        return (f"{path.name} holds a single array (an .npy file), expected an .npz archive "
+                "with 'out'")
+    try:
+        with loaded as data:
+            got = {k: np.asarray(data[k]) for k in ("out", "lse", "weights", *GRAD_OUTPUTS)
+                   if k in data}
+    except Exception as exc:  # a damaged member, a pickled (object) array
+        return f"cannot read {path.name}: {exc}"
+    for key, value in got.items():
+        if value.dtype.kind not in "fiu":
+            return (f"{path.name}: '{key}' holds {value.dtype} values, expected real numbers "
+                    "(floats, or integers)")
+    return got
+
+
+def _grade_file(case: Case, path: Path, result: CaseResult) -> None:
+    got = _read_outputs(path)
+    if isinstance(got, str):  # an unreadable file is that case's error, not the run's
+        result.outcome, result.message = Outcome.ERROR, got
         return
     from .runner import prepare
 

@@ -58,6 +58,8 @@ FEATURES: dict[str, str] = {
     # gradients and repeatability (opt-in: see OPT_IN)
     "backward": "gradients dq, dk, dv of out for an output cotangent",
     "grad_bias": "also the gradient of out w.r.t. the bias (with backward)",
+    "grad_sinks": "also the gradient of out w.r.t. the sinks (with backward)",
+    "grad_alibi": "also the gradient of out w.r.t. the ALiBi slopes (with backward)",
     "deterministic": "bit-identical outputs and gradients when a call is repeated",
     "batch_invariant": "a row's outputs bit-identical whatever else is in the batch or pack",
 }
@@ -65,7 +67,8 @@ FEATURES: dict[str, str] = {
 #: Features an implementation must declare explicitly: a declaration of "every feature" (a
 #: user's callable without a ``features`` list) does not include them, because they claim
 #: more than the forward computation (a backward pass, repeatability).
-OPT_IN = frozenset({"backward", "grad_bias", "deterministic", "batch_invariant"})
+OPT_IN = frozenset({"backward", "grad_bias", "grad_sinks", "grad_alibi", "deterministic",
+                    "batch_invariant"})
 
 #: Behaviours the spec requires of every implementation for the inputs it accepts: a case
 #: needing one is applicable whatever the adapter declares (a known deviation is declared

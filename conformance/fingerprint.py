@@ -4,7 +4,8 @@ A conformance run says whether an implementation follows docs/spec.md; where it 
 (or where a behaviour is outside its declared features), the fingerprint says what it does
 instead: which mask polarity, which causal alignment, what a fully masked row gives, whether
 half precision accumulates in float32, whether NaN leaks from masked keys or KV padding, where
-softcap sits and how grouped-query heads map. Each probe runs one small case (not graded) and
+softcap sits, how grouped-query heads map, and for packed sequences and ALiBi where the
+diagonal sits, whether padding leaks and which distance is used. Each probe runs one small case (not graded) and
 names the output after the closest of several candidate outputs, each computed in float64 by
 attnspec under one alternative semantics.
 
@@ -20,6 +21,9 @@ kv_padding_leak             none, nan                                    none
 softcap_order               before_bias_and_mask, after_bias,            before_bias_and_mask
                             after_mask, none
 gqa_mapping                 contiguous, interleaved                      contiguous
+segment_positions           per_segment, upper_left, global              per_segment (asked)
+segment_padding_leak        none, nan                                    none
+alibi_alignment             lower_right, upper_left, signed, none        lower_right (asked)
 ==========================  ===========================================  =====================
 
 Besides its answers, every probe can give ``"other"`` (no candidate matched), ``"n/a"`` (the
@@ -30,7 +34,8 @@ is right when it names the alignment asked. ``mean_v`` is the mean of every V ro
 ``unmasked`` a softmax over the row's raw scores, as if nothing were masked.
 
 The parts: :mod:`.probe` (what a probe is and how an output is named), :mod:`.probes` (the
-eight probes) and :mod:`.alternatives` (the semantics the candidates are computed under).
+probes), :mod:`.probes_forms` (those of the input forms) and :mod:`.alternatives` (the
+semantics the candidates are computed under).
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 A gradient case (``params["backward"]``) asks an implementation for the vector-Jacobian
 product of ``out`` with a random cotangent ``dO`` (``inputs.cotangent``, drawn from
 the case's seed and rounded to its dtype): ``dq``, ``dk``, ``dv`` and, where the case has a
-bias and the implementation differentiates it, ``dbias``.
+bias, sinks or ALiBi slopes and the implementation differentiates them (``grad_bias``,
+``grad_sinks``, ``grad_alibi``), ``dbias``, ``dsinks``, ``dalibi_slopes``.
 
 * golden -- the analytic backward of the spec's definition, written out in NumPy
   (:func:`attention_vjp`), in extended precision (``np.longdouble``: 64-bit mantissa on
@@ -22,6 +23,10 @@ The backward, with ``W`` the weights after dropout and ``P`` before (ATT-WEIGHTS
     dP = dW * keep/(1-p)   dS = P * (dP - rowsum(P * dP))
     dbias = dS             dS0 = dS * (1 - tanh^2(s0 / c))   (softcap; dS0 = dS without)
     dq = scale * dS0 K     dk = scale * dS0^T q (summed over the group)
+    dsinks = -sum_i p_sink[i] * rowsum(P * dP)[i]    (p_sink = exp(sink - lse), ATT-SINK-1)
+    dalibi_slopes = -sum_ij dS[i, j] * |q_pos[i] - kv_pos[j]|    (ATT-ALIBI-1)
+
+(each summed over what the input was broadcast along).
 
 Positions that are not attended have ``P = 0`` and get exactly zero, whatever the inputs
 hold there (ATT-GRAD-1, ATT-LEAK-2): key and value rows that no query row of a head
@@ -46,9 +51,10 @@ __all__ = ["GRAD_OUTPUTS", "WRT", "attention_vjp", "check_finite_differences",
            "golden_gradients", "naive_gradients"]
 
 #: Gradient outputs, in the order an implementation's backward returns them.
-GRAD_OUTPUTS = ("dq", "dk", "dv", "dbias")
+GRAD_OUTPUTS = ("dq", "dk", "dv", "dbias", "dsinks", "dalibi_slopes")
 #: input name -> gradient output name
-WRT = {"query": "dq", "key": "dk", "value": "dv", "bias": "dbias"}
+WRT = {"query": "dq", "key": "dk", "value": "dv", "bias": "dbias", "sinks": "dsinks",
+       "alibi_slopes": "dalibi_slopes"}
 
 #: Extended precision for the golden where the platform has it.
 GOLDEN_DTYPE = np.longdouble
@@ -130,7 +136,8 @@ def attention_vjp(params: Mapping[str, Any], inputs: Inputs, wd: Any,
             s = s0
         if bias is not None:
             s = r(s + bias)
-        if "alibi_slopes" in inputs:  # a constant per score: no gradient of its own here
+        dist = None
+        if "alibi_slopes" in inputs:
             qp, kp = token_positions(p, inputs)
             dist = np.abs(qp[..., None, :, None] - kp[..., None, None, :])
             slopes = np.broadcast_to(a(inputs["alibi_slopes"]), q.shape[:-2])
@@ -166,9 +173,20 @@ def attention_vjp(params: Mapping[str, Any], inputs: Inputs, wd: Any,
                                                0).astype(wd)
         dq = r(r(np.matmul(ds0, kr)) * wd(scale))
         dk = _group_sum(r(r(np.matmul(t(ds0), q)) * wd(scale)), hkv, r)
-    result = {"out": out, "dq": dq, "dk": dk, "dv": dv}
-    if bias is not None:
-        result["dbias"] = r(_reduce_to(ds, np.shape(inputs["bias"])))
+        result = {"out": out, "dq": dq, "dk": dk, "dv": dv}
+        if bias is not None:
+            result["dbias"] = r(_reduce_to(ds, np.shape(inputs["bias"])))
+        if sink is not None:
+            # P_j = e_j / (e_sink + sum e): dP_j/dsink = -P_j p_sink, so each row gives
+            # -p_sink * rowsum(P * dP) = -p_sink * delta.
+            p_sink = r(r(np.exp(sink - m)) / np.where(total == 0, 1, total))
+            per_head = r(-np.sum(r(p_sink * delta), axis=(-2, -1)))  # (*batch, Hq)
+            result["dsinks"] = r(_reduce_to(per_head, np.shape(inputs["sinks"])))
+        if dist is not None:
+            # s -= slope * dist: each score gives -dS * dist (0 where nothing is attended).
+            terms = np.where(attended, r(ds * dist.astype(wd)), 0).astype(wd)
+            per_head = r(-np.sum(terms, axis=(-2, -1)))
+            result["dalibi_slopes"] = r(_reduce_to(per_head, np.shape(inputs["alibi_slopes"])))
     return result
 
 
@@ -196,7 +214,7 @@ def naive_gradients(params: Mapping[str, Any], inputs: Inputs,
 def _loss(inputs: Inputs, arrays: dict[str, np.ndarray]) -> float:
     """``sum(dO * out)`` of attnspec's float64 forward at ``arrays`` (the golden forward)."""
     options = inputs.options()
-    options.update({k: v for k, v in arrays.items() if k == "bias"})
+    options.update({k: v for k, v in arrays.items() if k in ("bias", "sinks", "alibi_slopes")})
     out = attnspec.scaled_dot_product_attention(arrays["query"], arrays["key"],
                                                 arrays["value"], **options)
     return math.fsum((np.asarray(out) * inputs.cotangent).ravel().tolist())

@@ -321,6 +321,10 @@ def grad(full: bool) -> Variants:
     yield _shape(lq=9, window=[2, 1], backward=True), F32
     yield _shape(scale=0.3, dv=5, backward=True), F32
     yield _shape(lq=9, segments="packed", causal=True, alibi="geometric", backward=True), F32
+    # dsinks and dalibi_slopes (grad_sinks, grad_alibi): learned in gpt-oss and ALiBi
+    # variants; a fully masked row is a sink-only row, whose dsinks term is 0.
+    yield _shape(sinks="random", mask="empty_rows", backward=True), ("float32", "bfloat16")
+    yield _shape(alibi="random", alignment="lower_right", backward=True), F32
     yield _shape(lq=9, mask_mod="prefix_lm", backward=True), F32
     # one long row: the backward's reductions over 257 (1025) keys, where half precision
     # shows (MQA: dk and dv sum over 8 query heads)

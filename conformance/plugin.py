@@ -5,6 +5,12 @@ Each implementation also gets a last item, ``coverage``, that fails when the cas
 do not support a verdict (``attnspec.conformance.coverage``: a graded case for every rule it
 claims, and enough cases); a declared deviation is a strict expected failure (its case
 passing fails the session), as is an entry of ``--attnspec-xfail-file``.
+
+The implementation runs in pytest's process, and so does everything else in it (conftests,
+test modules, other plugins), some of which may import or call the implementation before a
+case runs; the references each case is graded against are made in a process of their own
+(:class:`~attnspec.conformance.references.ReferenceProcess`), so that nothing done to this
+process (a patched NumPy function) moves them.
 """
 
 from __future__ import annotations
@@ -18,8 +24,12 @@ import pytest
 if TYPE_CHECKING:  # pytest loads the plugin at start-up: the suite is imported on collection
     from .adapters.base import Adapter
     from .cases import Case
+    from .references import ReferenceProcess
     from .results import CaseResult
     from .xfail import XfailEntry
+
+#: The session's reference process, started by the first case that needs it.
+_REFERENCES = pytest.StashKey["ReferenceProcess"]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -51,7 +61,7 @@ class AttnspecItem(pytest.Item):
 
     def runtest(self) -> None:
         from .results import CaseResult, Outcome
-        from .runner import handle, judge, prepare
+        from .runner import handle, judge
 
         case = self.case
         result = CaseResult(case.id, list(case.rules), self.adapter.name, "", "", case.dtype,
@@ -68,7 +78,7 @@ class AttnspecItem(pytest.Item):
                 reason=f"declared deviation: {deviation.note()}", strict=True))
         elif self.xfail_reason:
             self.add_marker(pytest.mark.xfail(reason=self.xfail_reason, strict=True))
-        prepared = prepare(case)
+        prepared = _references(self.config).prepare(case)
         if prepared.error:
             pytest.fail(prepared.error, pytrace=False)
         reply = handle(self.adapter, ("run", case, prepared.inputs))
@@ -160,8 +170,24 @@ def _xfail_reason(entries: list[XfailEntry], implementation: str,
     return None
 
 
+def _references(config: pytest.Config) -> ReferenceProcess:
+    """The session's reference process (started on first use)."""
+    references = config.stash.get(_REFERENCES, None)
+    if references is None:
+        from .references import ReferenceProcess
+
+        references = config.stash[_REFERENCES] = ReferenceProcess()
+    return references
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "attnspec: a conformance case of --attnspec-impl")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    references = config.stash.get(_REFERENCES, None)
+    if references is not None:
+        references.close()
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,

@@ -1,7 +1,8 @@
-"""The fingerprint's eight probes: their inputs, their candidate answers, and their order.
+"""The fingerprint's probes: their inputs, their candidate answers, and their order.
 
 Each probe's candidates are :mod:`.alternatives` applied to its inputs; the table of probes
-and answers is in :mod:`.fingerprint`'s docstring.
+and answers is in :mod:`.fingerprint`'s docstring; the input forms' probes are in
+:mod:`.probes_forms`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from .alternatives import attend, keep, low_precision_reference, raw_scores, sdp
 from .cases import Case, Inputs
 from .precision import EPS, round_to
 from .probe import HALF, OTHER, Probe
+from .probes_forms import FORM_PROBES
 
 __all__ = ["PROBES", "SPEC_ANSWERS"]
 
@@ -209,8 +211,8 @@ _PROBE_LIST = [
     ),
 ]
 
-#: Every probe by name, in report order.
-PROBES: dict[str, Probe] = {probe.name: probe for probe in _PROBE_LIST}
+#: Every probe by name, in report order (the input forms' last).
+PROBES: dict[str, Probe] = {probe.name: probe for probe in _PROBE_LIST + FORM_PROBES}
 
 #: The answer docs/spec.md gives to each probe.
 SPEC_ANSWERS: dict[str, str] = {name: probe.spec for name, probe in PROBES.items()}

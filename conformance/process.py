@@ -198,9 +198,10 @@ class WorkerProcess:
         process = self._context.Process(
             target=worker_main,
             args=(child, self.spec, cases, list(sys.path), output_path, self.memory_limit,
-                  self.jax_x64),
+                  self.jax_x64, os.getpid()),
             # Not a daemon: an implementation may start processes of its own. The worker
-            # ends on "stop", on kill(), or when the pipe closes because this process died.
+            # ends on "stop", on kill(), when the pipe closes, or when this process dies
+            # (signals.die_with_parent: even inside an implementation's endless loop).
             name=f"attnspec-worker[{self.spec.target or 'adapter'}]", daemon=False,
         )
         process.start()
@@ -265,9 +266,15 @@ class WorkerProcess:
             self._process = self._conn = None
             conn.close()
             reply = Reply("crash", message=f"the worker died ({_death(process)})")
-        except Exception as exc:  # a reply this process cannot unpickle; the worker is fine
+        except Exception as exc:
+            # A reply this process cannot unpickle, or bytes an implementation wrote to the
+            # pipe: either way what follows on the pipe cannot be trusted to be in step, so
+            # the worker goes and the next case gets a fresh one (never the real reply of
+            # this case, read as the next one's).
+            self.kill()
             reply = Reply("bad", message=f"the worker's reply could not be read here: "
-                                         f"{RaisedError.from_exception(exc)}")
+                                         f"{RaisedError.from_exception(exc)}; the worker "
+                                         "was stopped, and the next case gets a fresh one")
         if reply is None:
             self.kill()
             reply = Reply("timeout", message=f"no result within {timeout:g} s; the worker "

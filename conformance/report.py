@@ -10,8 +10,9 @@ import json
 import platform
 import sys
 from collections import Counter
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,21 @@ def rule_outcome(result: CaseResult, rule: str) -> Outcome:
     if rule in (result.not_graded or {}) and result.outcome.ok:
         return Outcome.NOT_APPLICABLE
     return result.outcome
+
+
+@lru_cache(maxsize=1)
+def _reader_schema() -> dict[str, Any]:
+    """``report.schema.json`` as :meth:`Report.from_json` applies it: a field that an older
+    1.x report may lack (one with a default; ``verdict`` and ``coverage``, which a reader
+    recomputes) is not required; every field present is checked."""
+    from .schema import load_schema
+
+    schema = load_schema()
+    schema["required"] = ["schema_version", "implementations", "results"]
+    for name, kind in (("result", CaseResult), ("implementation", ImplementationInfo)):
+        schema["$defs"][name]["required"] = [
+            f.name for f in fields(kind) if f.default is MISSING and f.default_factory is MISSING]
+    return schema
 
 
 @dataclass
@@ -158,12 +174,38 @@ class Report:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Report:
+        """The report whose JSON form (:meth:`to_json`, or a saved report parsed) is ``data``,
+        validated against ``report.schema.json``.
+
+        A report of an older 1.x schema loads: what its version did not have takes its
+        default (``status`` complete, ``errors`` empty, ...); ``verdict`` and ``coverage``
+        are recomputed from the results, and may be absent.
+
+        Raises
+        ------
+        TypeError
+            When ``data`` is not a dict (a JSON object).
+        ValueError
+            For another major schema version, or a value that does not match the schema: the
+            message gives the JSON path of the first one (``$.results[0].max_error:
+            expected number or null, got string 'big'``) and how many more there are.
+        """
+        from .schema import validate
+
+        if not isinstance(data, dict):
+            raise TypeError(f"a report must be a JSON object, got {type(data).__name__}")
         version = str(data.get("schema_version", ""))
         if version.split(".")[0] != SCHEMA_VERSION.split(".")[0]:
             raise ValueError(
                 f"report schema version {version!r} is not readable by this attnspec "
                 f"(schema {SCHEMA_VERSION})"
             )
+        problems = validate(data, _reader_schema())
+        if problems:
+            more = len(problems) - 1
+            raise ValueError(f"not a valid attnspec report: {problems[0]}"
+                             + (f" (and {more} more problem{'s' * (more != 1)})" if more
+                                else ""))
         return cls(
             implementations=[ImplementationInfo(**i) for i in data["implementations"]],
             results=[CaseResult.from_json(r) for r in data["results"]],
@@ -181,14 +223,24 @@ class Report:
 
     @classmethod
     def load(cls, path: str | Path) -> Report:
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{path}: not a JSON report ({exc})") from None
+        """Read a JSON report (see :meth:`from_json`).
+
+        Raises
+        ------
+        ValueError
+            Naming ``path``, for a file that cannot be read, is not UTF-8 JSON, nests deeper
+            than ``schema.MAX_DEPTH`` or is not a valid report.
+        """
+        from .schema import read_json
+
+        data = read_json(path, what="a JSON report")
         if not isinstance(data, dict):
             raise ValueError(f"{path}: not a JSON report (a {type(data).__name__}, expected "
                              "an object)")
-        return cls.from_json(data)
+        try:
+            return cls.from_json(data)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{path}: {exc}") from None
 
     @classmethod
     def merge(cls, reports: list[Report]) -> Report:

@@ -147,12 +147,14 @@ def run_case(case: Case, target: Any, *, backend: str | None = None, device: str
     from .runner import handle, judge, prepare
 
     out = stream or sys.stdout
+    # References first: resolving a "module:callable" imports the user's module, which may
+    # patch NumPy (tests/test_reliability_isolation.py).
+    prepared = prepare(case)
     adapter = resolve(target, backend=backend, device=device, capabilities=capabilities)
     reason = adapter.unavailable()
     if reason is not None:
         print(f"{adapter.name} cannot run here: {reason}", file=out)
         return 1
-    prepared = prepare(case)
     if prepared.error is not None:
         print(prepared.error, file=out)
         return 1

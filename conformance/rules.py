@@ -55,7 +55,8 @@ RULES: dict[str, str] = {
     "ATT-DTYPE-2": "half precision accumulates in float32",
     "ATT-ARG-1": "invalid arguments raise TypeError/ValueError",
     "ATT-GRAD-1": "masked keys, masked positions and empty rows get zero gradient, never NaN",
-    "ATT-GRAD-2": "dq, dk, dv, dbias are the exact VJP of out, graded like outputs",
+    "ATT-GRAD-2": "dq, dk, dv, dbias, dsinks, dalibi_slopes are the exact VJP of out, graded "
+                  "like outputs",
     "ATT-CONS-1": "a row's outputs do not depend on the rest of the batch or pack (within "
                   "twice the tolerance; bitwise for a declared batch_invariant)",
     "ATT-CONS-2": "split-KV merged, prefill in chunks and a paged cache agree with the whole "

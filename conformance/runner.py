@@ -11,8 +11,10 @@ stdout and stderr are captured to a file and appended, cut, to the case's messag
 
 ``isolate=False`` (:class:`~.process.InProcessWorker`) runs the adapter in the calling
 process: faster to start and easy to debug, but nothing is isolated -- a crash takes the
-whole process down, a hang is never timed out, nothing is captured and there is no memory
-limit.
+whole process down, a hang is never timed out, nothing is captured, there is no memory
+limit, and what an implementation changes in the process (a patched NumPy function) stays
+for every later call, its own and other implementations'. The references are not affected:
+``api.run`` makes them before any implementation is imported or called.
 
 The names of the rooms are re-exported here (``from attnspec.conformance.runner import
 handle, judge, prepare`` keeps working).

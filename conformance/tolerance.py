@@ -56,9 +56,12 @@ TOLERANCES: dict[str, Tolerance] = {
     "dk": Tolerance(k=2.0, c=8.0, c_half=4.0),
     "dv": Tolerance(k=2.0, c=8.0, c_half=4.0),
     "dbias": Tolerance(k=2.0, c=8.0, c_half=4.0),
+    "dsinks": Tolerance(k=2.0, c=8.0, c_half=4.0),
+    "dalibi_slopes": Tolerance(k=2.0, c=8.0, c_half=4.0),
 }
 
-#: Outputs a gradient case must return besides ``out`` (``dbias`` is graded when returned).
+#: Outputs a gradient case must return besides ``out`` (``dbias``, ``dsinks`` and
+#: ``dalibi_slopes`` are graded when returned).
 GRADIENTS_REQUIRED = ("dq", "dk", "dv")
 
 

@@ -143,7 +143,7 @@ def fmt(value: float | None) -> str:
 
 
 #: The gradient outputs of a gradient case, in the order reports show them.
-GRADIENTS = ("dq", "dk", "dv", "dbias")
+GRADIENTS = ("dq", "dk", "dv", "dbias", "dsinks", "dalibi_slopes")
 _DTYPE_ORDER = ("float64", "float32", "float16", "bfloat16")
 
 

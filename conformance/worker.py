@@ -21,6 +21,7 @@ from .adapters.base import AdapterOutput, InvalidOutput
 from .cases import Case, Inputs
 from .limits import apply_memory_limit
 from .messages import AdapterSpec, RaisedError, Reply, Request, RequestKind, Started
+from .signals import die_with_parent
 
 __all__ = ["declaration", "describe", "device_name", "enable_jax_x64", "execute", "handle",
            "libraries", "quiet", "take_fingerprint", "worker_main"]
@@ -226,11 +227,17 @@ def enable_jax_x64(adapter: Any) -> str | None:
 
 def worker_main(conn: Any, spec: AdapterSpec, cases: list[Case] | None,
                 sys_path: list[str], output_path: str | None = None,
-                memory_limit: int | None = None, jax_x64: bool = True) -> None:
+                memory_limit: int | None = None, jax_x64: bool = True,
+                parent: int | None = None) -> None:
     """The worker process: limit memory, capture output, create the adapter, describe it,
-    then answer requests, each reply numbered like its request."""
-    # Ctrl-C reaches the whole process group; the parent decides, and kills us.
+    then answer requests, each reply numbered like its request. ``parent``: the pid of the
+    process that started it, which it does not outlive."""
+    # Ctrl-C (and a SIGTERM sent to the group) reaches every process of the run; the
+    # parent decides, and kills us. If the parent dies without doing so, we die with it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if parent is not None:
+        die_with_parent(parent)
     if output_path is not None:
         _redirect_output(output_path)
     # Before the implementation's module is imported: that may allocate too.

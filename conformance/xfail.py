@@ -95,12 +95,18 @@ def load_xfails(path: str | Path) -> list[XfailEntry]:
     FileNotFoundError
         When ``path`` is not a file.
     ValueError
-        When the file is malformed; the message names the file and line.
+        When the file is malformed (not UTF-8 text, not TOML, nested too deeply, a bad
+        entry); the message names the file (and the line).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"xfail file {str(path)!r}: no such file")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not an xfail file (not UTF-8 text: {exc})") from None
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read it ({exc})") from None
     fmt = "toml" if path.suffix.lower() == ".toml" else None
     return parse_xfails(text, source=str(path), format=fmt)
 
@@ -166,6 +172,9 @@ def _parse_toml(text: str, source: str) -> list[XfailEntry]:
         data = toml.loads(text)
     except toml.TOMLDecodeError as exc:
         raise ValueError(f"{source}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ValueError(f"{source}: nested too deeply (arrays or tables within each "
+                         "other)") from None
     extra = sorted(set(data) - {"xfail"})
     if extra:
         raise ValueError(f"{source}: unknown top-level key(s) {extra}; expected only "

@@ -67,6 +67,8 @@ DEFECTS: dict[str, str] = {
     "sinks_ignored": "sinks has no effect (a kernel that drops the sink logit)",
     "alibi_without_offset": "ALiBi distances |i - j| from the indices, ignoring the "
                             "lower-right offset (kv_len - q_len)",
+    "alibi_signed": "ALiBi as slope * (kv_pos - q_pos), the causal-only form: later keys "
+                    "are boosted instead of penalised",
     "positions_ignored": "q_positions / kv_positions have no effect (causal on the indices)",
     "segments_global_positions": "packed causal/window in the packed (global) indices, not "
                                  "restarting per segment (right for self-packing only)",
@@ -239,6 +241,10 @@ def _attention(query: Any, key: Any, value: Any, defect: str | None, **o: Any) -
         if tokens:  # positions given, or restarting per segment
             qp, kp = _positions(tokens, lq, lk, alignment)
             dist = np.abs(qp[..., None, :, None] - kp[..., None, None, :])
+        if defect == "alibi_signed":
+            dist = np.arange(lq)[:, None] + offset[..., None, None, None] - np.arange(lk)
+            if tokens:
+                dist = qp[..., None, :, None] - kp[..., None, None, :]
         slopes = np.broadcast_to(np.asarray(o["alibi_slopes"]), (*batch, hq))[..., None, None]
         s = (s - slopes * dist).astype(acc)
     if o["score_mod"] is not None and defect == "score_mod_after_bias":
@@ -657,3 +663,18 @@ mha_no_output_bias.attnspec_capabilities = {"ops": ["mha"]}  # type: ignore[attr
 
 BROKEN_SOFTMAX: dict[str, Any] = {d: _softmax_implementation(d) for d in SOFTMAX_DEFECTS}
 globals().update(BROKEN_SOFTMAX)
+
+
+# -- gradients of sinks and ALiBi slopes (grad_sinks, grad_alibi) -----------------------------
+
+
+def sinks_detached(query: Any, key: Any, value: Any, /, **options: Any) -> Any:
+    """attnspec on torch with the sinks (and ALiBi slopes) detached from autograd, as a
+    kernel that keeps them in a buffer: dsinks and dalibi_slopes come back zero."""
+    for name in ("sinks", "alibi_slopes"):
+        if options.get(name) is not None:
+            options[name] = options[name].detach()
+    return attnspec.scaled_dot_product_attention(query, key, value, **options)
+
+
+sinks_detached.attnspec_capabilities = {"backward": "autodiff"}  # type: ignore[attr-defined]

@@ -153,6 +153,14 @@ def reports_memory_limit(result, query, key):
     raise RuntimeError(f"soft limit {resource.getrlimit(kind)[0]}")
 
 
+@_implementation
+def raises_surrogate(result, query, key):
+    """Raises with a lone surrogate in its message, as an exception built from a non-UTF-8
+    file name (``os.fsdecode(b"\\xff")``) does: not encodable as UTF-8."""
+    name = os.fsdecode(b"/tmp/caf\xe9.bin")  # '/tmp/caf\udce9.bin'
+    raise FileNotFoundError(f"no such file: {name}")
+
+
 #: A name made to break reports (HTML, Markdown, a terminal), for an adapter object.
 EVIL_NAME = ("<script>alert(1)</script> a|b `code` [x](javascript:alert(1)) "
              "\x1b[31mred\x1b[0m\x1b]0;title\x07 line\nbreak")
@@ -169,3 +177,99 @@ def writes_to_the_pipe(result, query, key):
         if isinstance(obj, Connection) and not obj.closed and obj.writable:
             obj.send("a message from the implementation")
     return result
+
+
+# -- misbehaving on every call: for --explore, whose drawn configurations need not have the
+# -- trigger's head dimension ---------------------------------------------------------------
+
+
+def _on_every_call(misbehave):
+    """Like ``_implementation``, but misbehaving on every call."""
+
+    def impl(query: Any, key: Any, value: Any, **kwargs: Any) -> Any:
+        result = attnspec.scaled_dot_product_attention(query, key, value, **kwargs)
+        return misbehave(result, query, key)
+
+    impl.attnspec_capabilities = returns_none.attnspec_capabilities
+    impl.__name__ = misbehave.__name__
+    return impl
+
+
+@_on_every_call
+def always_exits_zero(result, query, key):
+    """Ends its process with status 0 ("success") in the middle of a call."""
+    os._exit(0)
+
+
+@_on_every_call
+def always_null_deref(result, query, key):
+    ctypes.string_at(0)  # a real SIGSEGV
+    return result
+
+
+@_on_every_call
+def always_sleeps(result, query, key):
+    time.sleep(SLEEP)
+    return result
+
+
+# -- global patches: an implementation that changes NumPy for the whole process --------------
+
+#: ``patch_matmul`` makes every ``numpy.matmul`` result this much too large (1 %).
+MATMUL_SKEW = 1.01
+
+
+def patch_matmul() -> None:
+    """Replace ``numpy.matmul`` in this whole process by one whose results are 1 % off (once;
+    :func:`unpatch_matmul` undoes it). attnspec on NumPy, and so a golden reference computed
+    after it, goes through ``numpy.matmul``."""
+    if getattr(np.matmul, "hostile_original", None) is not None:
+        return
+    original = np.matmul
+
+    def skewed(*args: Any, **kwargs: Any) -> Any:
+        return original(*args, **kwargs) * MATMUL_SKEW
+
+    skewed.hostile_original = original
+    np.matmul = skewed
+
+
+def unpatch_matmul() -> None:
+    """Put the real ``numpy.matmul`` back (after :func:`patch_matmul`)."""
+    original = getattr(np.matmul, "hostile_original", None)
+    if original is not None:
+        np.matmul = original
+
+
+def patches_matmul(query: Any, key: Any, value: Any, **kwargs: Any) -> Any:
+    """Patches ``numpy.matmul`` (see :func:`patch_matmul`) on its first call, then computes
+    with it: its outputs are off by about 1 %, as is anything computed after it with NumPy
+    in the same process."""
+    patch_matmul()
+    return attnspec.scaled_dot_product_attention(query, key, value, **kwargs)
+
+
+patches_matmul.attnspec_capabilities = returns_none.attnspec_capabilities
+
+
+def ignores_patches(query: Any, key: Any, value: Any, **kwargs: Any) -> Any:
+    """A correct implementation in a process whose ``numpy.matmul`` was patched: it computes
+    with the real one."""
+    patched = np.matmul
+    np.matmul = getattr(patched, "hostile_original", patched)
+    try:
+        return attnspec.scaled_dot_product_attention(query, key, value, **kwargs)
+    finally:
+        np.matmul = patched
+
+
+ignores_patches.attnspec_capabilities = returns_none.attnspec_capabilities
+
+#: A module that patches ``numpy.matmul`` when it is imported (a test writes it to a file):
+#: its ``attention`` is attnspec's, computed with the patched product.
+PATCHES_AT_IMPORT = '''
+import hostile_impls
+
+hostile_impls.patch_matmul()
+attention = hostile_impls.patches_matmul
+'''

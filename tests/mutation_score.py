@@ -95,6 +95,7 @@ RULES_BROKEN: dict[str, str] = {
     "out_blhd": "ATT-SHAPE-1",
     "sinks_ignored": "ATT-SINK-1",
     "alibi_without_offset": "ATT-ALIBI-1",
+    "alibi_signed": "ATT-ALIBI-1",
     "positions_ignored": "ATT-POS-1",
     "segments_global_positions": "ATT-SEG-1",
     "segment_padding_attended": "ATT-SEG-1",

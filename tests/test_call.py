@@ -1,5 +1,5 @@
 """The call object: argument validation returns one frozen
-:class:`attnspec._validate.AttentionCall` that routing, native dispatch and both portable
+:class:`attnspec._call.AttentionCall` that routing, native dispatch and both portable
 paths take, and :func:`attnspec.native_plan` binds its options through the public call's
 own signature, so the two cannot drift apart."""
 
@@ -11,8 +11,8 @@ import inspect
 import pytest
 
 import attnspec
-from attnspec import _namespace, _validate
-from attnspec._validate import AttentionCall, portable_only
+from attnspec import _call, _namespace
+from attnspec._call import AttentionCall, portable_only
 from attnspec.attention import bind
 
 _PUBLIC = inspect.signature(attnspec.scaled_dot_product_attention)
@@ -45,14 +45,14 @@ def _options(xb, rng):
 def _recording(monkeypatch):
     """Record every mapping handed to ``attention_call`` and the call it returned."""
     seen = []
-    original = _validate.attention_call
+    original = _call.attention_call
 
     def recorder(arguments):
         call = original(arguments)
         seen.append((dict(arguments), call))
         return call
 
-    monkeypatch.setattr(_validate, "attention_call", recorder)
+    monkeypatch.setattr(_call, "attention_call", recorder)
     return seen
 
 
@@ -64,7 +64,7 @@ def test_every_public_option_is_a_field_of_the_call():
 
 def test_the_call_is_frozen(xb, rng):
     q, k, v = _arrays(xb, rng)
-    call = _validate.attention_call(bind(q, k, v))
+    call = _call.attention_call(bind(q, k, v))
     with pytest.raises(dataclasses.FrozenInstanceError):
         call.causal = True  # type: ignore[misc]
 
@@ -106,14 +106,14 @@ def test_bind_fills_the_public_defaults(xb, rng):
 
 def test_portable_only_options_in_the_order_native_plan_reports_them(xb, rng):
     q, k, v = _arrays(xb, rng)
-    call = _validate.attention_call(bind(q, k, v, softcap=2.0, window=(1, 1),
+    call = _call.attention_call(bind(q, k, v, softcap=2.0, window=(1, 1),
                                          return_lse=True))
     assert portable_only(call) == "softcap"
     # A window that masks nothing is no window: the kernels may still take the call.
-    unbounded = _validate.attention_call(bind(q, k, v, window=(None, None)))
+    unbounded = _call.attention_call(bind(q, k, v, window=(None, None)))
     assert unbounded.window is None
     assert portable_only(unbounded) is None
-    plain = _validate.attention_call(bind(q, k, v))
+    plain = _call.attention_call(bind(q, k, v))
     assert portable_only(plain) is None
     assert attnspec.native_plan(q, k, v, window=(None, None)) == attnspec.native_plan(q, k, v)
     assert "softcap=" in attnspec.native_plan(q, k, v, softcap=2.0, window=(1, 1)).reason

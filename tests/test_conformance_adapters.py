@@ -26,7 +26,13 @@ import numpy as np
 import pytest
 
 import attnspec
-from attnspec.conformance.adapters import NATIVE, builtin_adapters, builtin_names, resolve
+from attnspec.conformance.adapters import (
+    NATIVE,
+    ON_REQUEST,
+    builtin_adapters,
+    builtin_names,
+    resolve,
+)
 from attnspec.conformance.adapters.user import UserAdapter
 from attnspec.conformance.cases import Case, make_inputs
 from attnspec.conformance.catalog import catalog, required_features
@@ -250,13 +256,14 @@ def _fake_flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=Fal
 
     assert q.dtype in (torch.float16, torch.bfloat16)
     assert dropout_p == 0.0
-    assert alibi_slopes is None
+    assert alibi_slopes is None or alibi_slopes.dtype == torch.float32
     window = None
     if tuple(window_size) != (-1, -1):
         window = tuple(None if w < 0 else w for w in window_size)
     out, lse = attnspec.scaled_dot_product_attention(
         *(attnspec.blhd_to_bhld(x) for x in (q, k, v)), scale=softmax_scale, causal=causal,
-        window=window, alignment="lower_right", softcap=softcap or None, return_lse=True)
+        window=window, alignment="lower_right", softcap=softcap or None,
+        alibi_slopes=alibi_slopes, return_lse=True)
     return attnspec.bhld_to_blhd(out), lse, None
 
 
@@ -368,8 +375,14 @@ def test_builtin_names_and_adapters():
     from attnspec.backends import names as backend_names
 
     assert names[: len(backend_names())] == [f"attnspec[{b}]" for b in backend_names()]
-    assert names[len(backend_names()):] == list(NATIVE)
+    assert names[len(backend_names()):] == [n for n in NATIVE if n not in ON_REQUEST]
     assert [a.name for a in builtin_adapters()] == names
+    # Graded when named: resolvable, listed on request, left out of a run with no target.
+    assert ON_REQUEST
+    assert set(NATIVE) >= ON_REQUEST
+    assert not ON_REQUEST & set(names)
+    assert builtin_names(on_request=True)[len(backend_names()):] == list(NATIVE)
+    assert all(resolve(n).name == n for n in ON_REQUEST)
 
 
 def test_building_adapters_imports_no_framework():
@@ -736,3 +749,35 @@ def test_the_library_under_test_is_recorded():
     adapter = resolve(_target("forwards"), capabilities={"library": "numpy"})
     assert adapter.versions() == {"numpy": np.__version__}
     assert adapter.library == "numpy"
+
+
+# ---------------------------------------------------- torch.flex_attention, compiled
+
+
+def test_compiled_flex_declaration_on_the_cpu():
+    """What the compiled kernel does not do on the CPU is not declared (no lse, no
+    float64), and it is left out of a run with no target (a compile per shape and mod)."""
+    adapter = resolve("torch.flex_attention.compiled")
+    assert adapter.name in ON_REQUEST
+    assert adapter.name not in builtin_names()
+    if adapter.backend_name == "torch-cpu":
+        assert "lse" not in adapter.features
+        assert "float64" not in adapter.supported_dtypes
+    assert {"score_mod", "mask_mod", "segments", "alibi"} <= adapter.features
+    eager = resolve("torch.flex_attention")
+    assert set(eager.deviations) <= set(adapter.deviations)
+
+
+@pytest.mark.slow  # a C++ compile per case: tens of seconds
+def test_compiled_flex_grades_the_mods_and_its_deviations():
+    """torch.compile(flex_attention) graded with the catalog's own mods, packed segments
+    and its measured deviations (a NaN query row gives 0; shape errors raise dynamo's
+    Unsupported), each as declared."""
+    adapter = _available("torch.flex_attention.compiled")
+    wanted = ("mods/", "segments/", "nonfinite/b2.h4x4.q9.k9.d16.poison=query_nan/float32",
+              "arg-errors/b2.h4x4.q9.k9.d16.error=head_dim_mismatch/float32")
+    cases = _one_per_group(adapter, [c for c in CASES if c.id.startswith(wanted)])
+    ran, failures = _grade_all(adapter, cases)
+    assert {c.id.split("/", 1)[0] for c in ran} >= {"mods", "segments", "nonfinite",
+                                                    "arg-errors"}
+    assert not failures, failures

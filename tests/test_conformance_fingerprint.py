@@ -21,7 +21,8 @@ from attnspec.conformance.features import BEHAVIOURS
 from attnspec.conformance.fingerprint import PROBES, SPEC_ANSWERS, fingerprint
 
 ORDER = ["mask_polarity", "causal_alignment", "fully_masked_row", "low_precision_accumulation",
-         "masked_value_leak", "kv_padding_leak", "softcap_order", "gqa_mapping"]
+         "masked_value_leak", "kv_padding_leak", "softcap_order", "gqa_mapping",
+         "segment_positions", "segment_padding_leak", "alibi_alignment"]
 
 
 def deviations(answers: dict[str, str]) -> dict[str, str]:
@@ -59,7 +60,8 @@ BROKEN_ANSWERS = {
     # softcap probe's mask is wrong).
     "flipped_mask": {"mask_polarity": "drop", "fully_masked_row": "unmasked",
                      "masked_value_leak": "nan", "softcap_order": "other"},
-    "upper_left_always": {"causal_alignment": "upper_left"},
+    "upper_left_always": {"causal_alignment": "upper_left", "segment_positions": "upper_left",
+                          "alibi_alignment": "upper_left"},
     "no_max_subtraction": {},  # no probe has large logits: the catalog's extreme cases do
     "float16_accumulation": {"low_precision_accumulation": "low"},
     "nan_for_empty_rows": {"fully_masked_row": "nan"},
@@ -71,14 +73,20 @@ BROKEN_ANSWERS = {
     "q_lengths_ignored": {}, "causal_dropped_single_row": {}, "lse_base2": {},
     "weights_unnormalised": {}, "dropout_unscaled": {}, "nan_as_masked": {},
     "float64_as_float32": {}, "no_argument_checks": {},
-    "sinks_ignored": {}, "alibi_without_offset": {},  # no probe passes sinks or ALiBi
-    # nor positions or segment ids
-    "positions_ignored": {}, "segments_global_positions": {}, "segment_padding_attended": {},
-    "segment_padding_not_zeroed": {}, "score_mod_after_bias": {}, "mask_mod_transposed": {},
+    "sinks_ignored": {},  # no probe passes sinks
+    "alibi_without_offset": {"alibi_alignment": "upper_left"},
+    "alibi_signed": {"alibi_alignment": "signed"},
+    "positions_ignored": {},  # nor positions
+    "segments_global_positions": {"segment_positions": "global"},
+    # padding is one more segment, so its K/V (inf) is not zeroed either: 0 * inf in P @ V
+    "segment_padding_attended": {"segment_padding_leak": "nan"},
+    "segment_padding_not_zeroed": {"segment_padding_leak": "nan"},
+    "score_mod_after_bias": {}, "mask_mod_transposed": {},
     "partial_page_read": {}, "batch_dependent": {},
     "short_query_upper_left": {},
     "finfo_min_masking": {"fully_masked_row": "mean_v"},  # as JAX
-    "additive_masking": {"masked_value_leak": "nan"},  # as torch SDPA
+    # as torch SDPA: NaN scores of masked keys (here padding) survive the added -inf
+    "additive_masking": {"masked_value_leak": "nan", "segment_padding_leak": "nan"},
     "padding_not_zeroed": {"kv_padding_leak": "nan"},
     "bias_before_scale": {"softcap_order": "other"},  # the only probe with a bias
     # off by 2**-12 everywhere: no candidate is that close, but zeros stay zeros and the
@@ -103,6 +111,7 @@ def test_probes_outside_the_declaration_are_not_applicable():
         "mask_polarity": "keep", "causal_alignment": "n/a", "fully_masked_row": "zeros",
         "low_precision_accumulation": "n/a", "masked_value_leak": "none",
         "kv_padding_leak": "n/a", "softcap_order": "n/a", "gqa_mapping": "n/a",
+        **FORMS_NOT_APPLICABLE,
     }
 
 
@@ -188,7 +197,7 @@ class _JaxDotProductAttention(Adapter):
 def test_torch_sdpa_leaks_nan_from_masked_keys():
     answers = fingerprint(_available(_TorchSdpa()))
     assert answers == {**SPEC_ANSWERS, "masked_value_leak": "nan", "kv_padding_leak": "n/a",
-                       "softcap_order": "n/a"}
+                       "softcap_order": "n/a", **FORMS_NOT_APPLICABLE}
 
 
 def test_jax_gives_the_mean_of_v_for_a_fully_masked_row():
@@ -196,12 +205,20 @@ def test_jax_gives_the_mean_of_v_for_a_fully_masked_row():
     # No lower-right option: the probe asks for (and gets) upper-left causal masking.
     assert answers == {**SPEC_ANSWERS, "causal_alignment": "upper_left",
                        "fully_masked_row": "mean_v", "kv_padding_leak": "n/a",
-                       "softcap_order": "n/a"}
+                       "softcap_order": "n/a", **FORMS_NOT_APPLICABLE}
+
+
+#: Neither test adapter above takes segment ids or ALiBi slopes.
+FORMS_NOT_APPLICABLE = {"segment_positions": "n/a", "segment_padding_leak": "n/a",
+                        "alibi_alignment": "n/a"}
 
 
 @pytest.mark.parametrize(("target", "probe", "answer"), [
     ("torch.sdpa", "masked_value_leak", "nan"),
     ("jax.dot_product_attention", "fully_masked_row", "mean_v"),
+    # the block mask excludes padding, but 0 * inf in P @ V does not (a declared deviation)
+    ("torch.flex_attention", "segment_padding_leak", "nan"),
+    ("torch.flex_attention", "segment_positions", "per_segment"),
 ])
 def test_builtin_adapters_show_the_same_differences(target, probe, answer):
     assert fingerprint(_available(resolve(target)))[probe] == answer

@@ -104,10 +104,15 @@ def test_cotangent_is_seeded_from_the_case_and_rounded_to_its_dtype():
 # ----------------------------------------------------------- golden gradients are right
 
 
+#: What the golden backward differentiates, in its order.
+DIFFERENTIABLE = ("query", "key", "value", "bias", "sinks", "alibi_slopes")
+
+
 def _golden_function(case: Case, inputs: dict):
-    """A torch Function of (q, k, v[, bias]) whose forward is the float64 golden forward
-    (attnspec on NumPy) and whose backward is the golden VJP of conformance/gradients.py."""
-    names = [n for n in ("query", "key", "value", "bias") if n in inputs]
+    """A torch Function of (q, k, v[, bias, sinks, alibi_slopes]) whose forward is the
+    float64 golden forward (attnspec on NumPy) and whose backward is the golden VJP of
+    conformance/gradients.py."""
+    names = [n for n in DIFFERENTIABLE if n in inputs]
 
     class Golden(torch.autograd.Function):
         @staticmethod
@@ -161,7 +166,7 @@ def test_golden_gradients_pass_the_full_gradcheck():
 
 def _autodiff_arguments(case: Case):
     inputs = make_inputs(case)
-    names = [n for n in ("query", "key", "value", "bias") if n in inputs]
+    names = [n for n in DIFFERENTIABLE if n in inputs]
     options = {k: v for k, v in inputs.items() if k not in names and not k.startswith("__")}
     return inputs, names, options
 
@@ -271,20 +276,22 @@ def _available(name: str):
     return adapter
 
 
-@pytest.mark.parametrize(("name", "least", "bias"), [
-    ("attnspec[torch-cpu]", 18, True), ("torch.sdpa", 11, True),
+@pytest.mark.parametrize(("name", "least", "extra"), [
+    ("attnspec[torch-cpu]", 20, {"dbias", "dsinks", "dalibi_slopes"}),
+    ("torch.sdpa", 11, {"dbias"}),
     # a bias goes the portable way (not native); the poison-kv case holds NaN/inf, which the
     # finite-inputs-only native kernels do not declare
-    ("attnspec.native.torch", 7, False)])
-def test_torch_adapters_pass_every_gradient_case(name, least, bias):
+    ("attnspec.native.torch", 7, set())])
+def test_torch_adapters_pass_every_gradient_case(name, least, extra):
     """[ATT-GRAD-1] [ATT-GRAD-2] torch autograd through attnspec, torch SDPA's backward and
-    the native dispatch's: every applicable gradient case passes, dbias included."""
+    the native dispatch's: every applicable gradient case passes, dbias (dsinks,
+    dalibi_slopes) included where declared."""
     adapter = _available(name)
     verdicts, failing = _grade_all(adapter, GRAD_CASES)
     assert not failing, {i: v.message for i, v in failing.items()}
     assert len(verdicts) >= least, sorted(verdicts)
     graded = {n for v in verdicts.values() for n in v.errors}
-    assert graded == {"out", "dq", "dk", "dv"} | ({"dbias"} if bias else set())
+    assert graded == {"out", "dq", "dk", "dv"} | extra
     assert all(e["error"] <= e["tolerance"] for v in verdicts.values()
                for e in v.errors.values())
 
@@ -697,3 +704,38 @@ def test_jax_dot_product_attention_gradient_differences():
     assert np.isnan(dq).any()
     assert np.isfinite(dk).all()
     assert np.isfinite(dv).all()
+
+
+def test_detached_sinks_and_slopes_fail_their_gradients():
+    """[ATT-GRAD-2] [ATT-SINK-1] [ATT-ALIBI-1] Sinks and slopes a kernel does not
+    differentiate (dsinks, dalibi_slopes zero) fail exactly the cases that have them; with
+    grad_sinks and grad_alibi excluded the same kernel passes."""
+    pytest.importorskip("torch", reason="torch: not installed (autodiff needs it)")
+    wanted = [c for c in GRAD_CASES if c.dtype == "float32"]
+    verdicts, failing = _grade_all(resolve("broken_impls:sinks_detached",
+                                           backend="torch-cpu"), wanted)
+    with_params = {c.id for c in wanted if {"sinks", "alibi"} & c.features}
+    assert with_params
+    assert set(failing) == with_params
+    assert all(("dsinks" in v.message) or ("dalibi_slopes" in v.message)
+               for v in failing.values()), {i: v.message for i, v in failing.items()}
+    excused = resolve("broken_impls:sinks_detached", backend="torch-cpu", capabilities={
+        "backward": "autodiff", "exclude": ["grad_sinks", "grad_alibi"]})
+    verdicts, failing = _grade_all(excused, wanted)
+    assert not failing
+    assert with_params <= set(verdicts)
+
+
+def test_golden_sink_and_slope_gradients_pass_the_full_gradcheck():
+    """[ATT-GRAD-2] [ATT-SINK-1] [ATT-ALIBI-1] Every entry of the golden dsinks and
+    dalibi_slopes by finite differences: per-head sinks over a batch, a sink-only row,
+    lower-right ALiBi distances and GQA."""
+    params = _shape(batch=(2,), hq=2, hkv=1, lq=3, lk=5, dk=3, sinks="per_head",
+                    alibi="random", mask="empty_rows", alignment="lower_right", backward=True)
+    case = Case(id="grad-full-check/sinks-alibi/float64", op="attention",
+                rules=("ATT-GRAD-2", "ATT-SINK-1", "ATT-ALIBI-1"), dtype="float64",
+                params=params)
+    inputs = make_inputs(case)
+    assert {"sinks", "alibi_slopes"} <= set(inputs)
+    fn, leaves = _golden_function(case, inputs)
+    assert torch.autograd.gradcheck(fn.apply, leaves, eps=1e-6, atol=1e-7, rtol=1e-5)

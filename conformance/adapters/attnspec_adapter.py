@@ -24,7 +24,7 @@ class AttnspecAdapter(Adapter):
         self.backend_name = backend_name
         features = set(FEATURES) - OPT_IN
         if has_autodiff(backend_name):
-            features |= {"backward", "grad_bias"}
+            features |= {"backward", "grad_bias", "grad_sinks", "grad_alibi"}
         if on_host(backend_name):
             features.add("deterministic")
         self.features = frozenset(features)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from array_api_compat import array_namespace
 
 from attnspec.backends import HOST, Backend, get
 
@@ -228,16 +229,33 @@ class Adapter:
                 raise InvalidOutput(f"output {name!r} is not an array: the implementation "
                                     f"returned {_describe(x)}")
         backend = self.backend
+        expected = backend.namespace()
+        for name, x in results.items():
+            # NumPy out of an implementation run on torch would pass through to_numpy: the
+            # spec's "same namespace as the inputs" (ATT-ARG-1's arrays) is checked instead.
+            try:
+                got = array_namespace(x)
+            except TypeError:
+                got = None
+            if got is not expected:
+                raise InvalidOutput(
+                    f"output {name!r} is a {type(x).__module__}.{type(x).__qualname__}, not "
+                    f"an array of the inputs' backend "
+                    f"{backend.name} ({getattr(expected, '__name__', expected)}): return "
+                    "arrays of the namespace the inputs came in")
         backend.synchronize(results.get("out"))
         outputs = {name: np.asarray(backend.to_numpy(x)) for name, x in results.items()}
         return outputs, {name: dtype_name(x) for name, x in results.items()}
 
     def gradient_inputs(self, case: Case, args: dict[str, Any]) -> list[str]:
-        """The inputs a gradient case differentiates: query, key, value, and bias when the
-        case has one and the adapter declares ``grad_bias``."""
+        """The inputs a gradient case differentiates: query, key, value, and bias, sinks or
+        ALiBi slopes when the case has them and the adapter declares ``grad_bias``,
+        ``grad_sinks`` or ``grad_alibi``."""
         names = ["query", "key", "value"]
-        if args.get("bias") is not None and "grad_bias" in self.features:
-            names.append("bias")
+        for name, feature in (("bias", "grad_bias"), ("sinks", "grad_sinks"),
+                              ("alibi_slopes", "grad_alibi")):
+            if args.get(name) is not None and feature in self.features:
+                names.append(name)
         return names
 
     def backward(self, case: Case, args: dict[str, Any], cotangent: Any) -> Any:

@@ -53,8 +53,10 @@ them into the adapter's features. Keys, all optional:
 
     * ``"autodiff"`` (``true`` is the same): the callable is differentiable by its backend's
       autodiff (torch autograd; JAX ``jax.vjp`` under ``jax.jit``, so it must be
-      traceable), which computes ``dq``, ``dk``, ``dv`` and ``dbias``. Needs a torch or JAX
-      backend. ``exclude = ["grad_bias"]`` leaves ``dbias`` ungraded.
+      traceable), which computes ``dq``, ``dk``, ``dv`` and ``dbias`` (``dsinks``,
+      ``dalibi_slopes`` with sinks and ALiBi). Needs a torch or JAX backend.
+      ``exclude = ["grad_bias"]`` leaves ``dbias`` ungraded (``grad_sinks``,
+      ``grad_alibi`` the others).
     * ``"function"``: the callable has an attribute ``attnspec_backward``, called after the
       forward as ``attnspec_backward(grad_out, query, key, value, **options)`` with the
       cotangent of ``out`` and the options of the forward call (only those the case uses),
@@ -72,10 +74,11 @@ them into the adapter's features. Keys, all optional:
     batch or the pack: the consistency cases compare it alone and in company bit for bit
     (ATT-CONS-1). Default ``false``.
 
-``backward``, ``grad_bias``, ``deterministic`` and ``batch_invariant`` are never part of the
-default "every feature". Listed under ``features``, ``deterministic`` and
-``batch_invariant`` are the same as the keys above, and ``backward`` means ``"autodiff"`` on
-a torch or JAX backend (nothing on another backend).
+``backward``, ``grad_bias``, ``grad_sinks``, ``grad_alibi``, ``deterministic`` and
+``batch_invariant`` are never part of the default "every feature". Listed under
+``features``, ``deterministic`` and ``batch_invariant`` are the same as the keys above,
+and ``backward`` means ``"autodiff"`` on a torch or JAX backend (nothing on another
+backend).
 """
 
 from __future__ import annotations
@@ -112,30 +115,59 @@ def parse_capabilities(source: Any, *, target: str = "") -> dict[str, Any]:
     Raises
     ------
     TypeError, ValueError
-        For a source of another type, an unreadable file, unknown keys, features, ops,
-        dtypes or outputs, or a bad ``layout``/``mask`` value.
+        For a source of another type; a file that cannot be read, is not UTF-8, not TOML or
+        nested too deeply (the message names it); unknown keys, features, ops, dtypes or
+        outputs, a value of the wrong type (``features = 5``: "features must be a list of
+        feature names"), or a bad ``layout``/``mask`` value.
     """
     where = f"capabilities of {target!r}" if target else "capabilities"
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
-        toml = tomllib()
-        if toml is None:
-            raise ImportError("reading a capabilities TOML file needs Python 3.11+ "
-                              "(tomllib) or the tomli package")
-        try:
-            with path.open("rb") as fh:
-                data: Any = toml.load(fh)
-        except OSError as exc:
-            raise ValueError(f"{where}: cannot read TOML file {str(path)!r} ({exc})") from exc
-        except toml.TOMLDecodeError as exc:
-            raise ValueError(f"{where}: {str(path)!r} is not valid TOML ({exc})") from exc
+        data = _read_toml(path, where)
         where = f"{where} ({path})"
     elif isinstance(source, Mapping):
         data = dict(source)
     else:
         raise TypeError(f"{where} must be a mapping or a TOML file path, "
                         f"got {type(source).__name__}")
-    unknown = sorted(set(data) - set(CAPABILITY_KEYS))
+    try:
+        return _validate(data, where)
+    except RecursionError:  # a mapping nested thousands deep (a file stops at _read_toml)
+        raise ValueError(f"{where}: nested too deeply") from None
+
+
+def _read_toml(path: Path, where: str) -> dict[str, Any]:
+    """A capabilities file's table; ValueError naming the file for anything wrong with it."""
+    toml = tomllib()
+    if toml is None:
+        raise ImportError("reading a capabilities TOML file needs Python 3.11+ "
+                          "(tomllib) or the tomli package")
+    try:
+        raw = path.read_bytes()
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        raise ValueError(f"{where}: cannot read TOML file {str(path)!r} ({exc})") from exc
+    try:
+        data: dict[str, Any] = toml.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{where}: {str(path)!r} is not a TOML file (not UTF-8 text: "
+                         f"{exc})") from None
+    except toml.TOMLDecodeError as exc:
+        raise ValueError(f"{where}: {str(path)!r} is not valid TOML ({exc})") from exc
+    except RecursionError:
+        raise ValueError(f"{where}: {str(path)!r} is nested too deeply (arrays or tables "
+                         "within each other)") from None
+    return data
+
+
+#: What a list may be in a mapping given in Python (a TOML file has lists only).
+_LISTS = (list, tuple, set, frozenset)
+#: What the entries of each list-valued key are, for messages.
+_NAMES = {"features": "feature names", "exclude": "feature names", "ops": "operation names",
+          "dtypes": "dtype names", "returns": "output names"}
+
+
+def _validate(data: dict[Any, Any], where: str) -> dict[str, Any]:
+    unknown = sorted(set(data) - set(CAPABILITY_KEYS), key=repr)
     if unknown:
         raise ValueError(f"{where}: unknown keys {unknown}; known keys: "
                          f"{', '.join(CAPABILITY_KEYS)}")
@@ -144,8 +176,9 @@ def parse_capabilities(source: Any, *, target: str = "") -> dict[str, Any]:
                          ("ops", _OPS), ("dtypes", DTYPES), ("returns", OUTPUTS)):
         if key in data:
             value = data[key]
-            if isinstance(value, str) or not all(isinstance(v, str) for v in value):
-                raise TypeError(f"{where}: {key} must be a list of strings, got {value!r}")
+            if not isinstance(value, _LISTS) or not all(isinstance(v, str) for v in value):
+                raise TypeError(f"{where}: {key} must be a list of {_NAMES[key]} (a list of "
+                                f"strings), got {value!r}")
             bad = sorted(set(value) - set(allowed))
             if bad:
                 raise ValueError(f"{where}: unknown {key} {bad}; expected some of: "
@@ -168,8 +201,8 @@ def parse_capabilities(source: Any, *, target: str = "") -> dict[str, Any]:
             f"[{behaviours[0]!r}] reason = \"...\" (it is then an expected failure)")
     if "exclusive" in data:
         value = data["exclusive"]
-        if isinstance(value, str) or not all(
-                not isinstance(group, str) and all(isinstance(v, str) for v in group)
+        if not isinstance(value, _LISTS) or not all(
+                isinstance(group, _LISTS) and all(isinstance(v, str) for v in group)
                 for group in value):
             raise TypeError(f"{where}: exclusive must be a list of lists of options, got "
                             f"{value!r}")

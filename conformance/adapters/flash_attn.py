@@ -15,20 +15,25 @@ Translation:
   aligned;
 * ``scale`` -> ``softmax_scale``; ``softcap`` -> ``softcap`` (applied to the scaled scores,
   as the spec);
+* ``alibi_slopes`` -> ``alibi_slopes`` (float32 ``(B, H)``): ``-slope * |i + Lk - Lq - j|``,
+  also bottom-right aligned (the spec's ALiBi with ``lower_right`` positions);
 * ``lse``: ``return_attn_probs=True`` also returns ``softmax_lse`` (float32,
   ``(B, H, Lq)``, the spec's layout); the probabilities it returns are documented as
   "for testing only ... not guaranteed to have the right scaling", so no ``weights``.
 
-Upper-left alignment (``causal`` and ``window`` with the default alignment) is applicable
-only where it coincides with bottom-right, ``Lq == Lk``.
+Upper-left alignment (``causal``, ``window`` and ALiBi with the default alignment) is
+applicable only where it coincides with bottom-right, ``Lq == Lk``.
 
 Not declared: float32/float64 (the kernels take float16/bfloat16 only), ``dv_ne_dk``
-(FlashAttention-2 needs one head dim), ``mask``/``bias`` (only ALiBi slopes),
+(FlashAttention-2 needs one head dim), ``mask``/``bias``,
 ``kv_lengths``/``q_lengths`` (``flash_attn_varlen_func`` and ``flash_attn_with_kvcache``
 are other functions), ``dropout`` (random, its own RNG).
 
-Deviation (from the kernel source, unmeasured here): a row with no key to attend (lower-right
+Deviations (from the kernel source, unmeasured here): a row with no key to attend (lower-right
 causal with ``Lq > Lk``) gives out 0, but its lse is ``+inf``, where the spec says ``-inf``.
+With ALiBi under a causal mask (no left window) the kernel adds ``+slope * j`` instead
+(``mask.h``: "the same bias vector to all rows"), which differs by a per-row constant: out is
+as the spec, lse is larger by ``slope * (i + Lk - Lq)``.
 The other behaviours (NaN, extreme logits, argument errors) are graded like everyone's.
 """
 
@@ -43,7 +48,21 @@ from ..cases import Case
 from ..deviations import Deviation
 from ._native import NativeAdapter
 
-__all__ = ["FlashAttnAdapter"]
+__all__ = ["CAUSAL_ALIBI", "FlashAttnAdapter"]
+
+
+def _causal_alibi(case: Case) -> bool:
+    """The kernel's ``is_causal``: causal (or a right window of 0) without a left window."""
+    left, right = case.params.get("window") or (None, None)
+    return left is None and (bool(case.params.get("causal")) or right == 0)
+
+
+#: Shared by the flash_attn adapters (``flash_attn_varlen``, ``flash_attn_kvcache``).
+CAUSAL_ALIBI = Deviation(
+    "with ALiBi under a causal mask the kernel adds +slope * j (one bias vector for all rows): "
+    "out is as the spec, lse is larger by slope * (i + Lk - Lq) (read from the kernel source; "
+    "not measured by this project)", frozenset({"alibi"}), when=_causal_alibi,
+    condition="causal, no left window")
 
 
 class FlashAttnAdapter(NativeAdapter):
@@ -56,11 +75,12 @@ class FlashAttnAdapter(NativeAdapter):
     supported_dtypes = ("float16", "bfloat16")
     features = frozenset({
         "batch0", "batch2", "gqa", "lq_ne_lk", "scale", "softcap", "causal",
-        "causal_lower_right", "window", "lse",
+        "causal_lower_right", "window", "alibi", "lse",
     })
     deviations = (
         Deviation("a row with no key to attend gives out 0 but lse +inf (read from the "
                   "kernel source; not measured by this project)", frozenset({"empty_rows"})),
+        CAUSAL_ALIBI,
     )
 
     def not_applicable(self, case: Case) -> str | None:
@@ -68,9 +88,10 @@ class FlashAttnAdapter(NativeAdapter):
         if reason is not None or case.op != "attention":
             return reason
         p = case.params
-        aligned = p.get("causal") or p.get("window") is not None
+        aligned = p.get("causal") or p.get("window") is not None or p.get("alibi")
         if aligned and p.get("alignment", "upper_left") == "upper_left" and p["lq"] != p["lk"]:
-            return "flash_attn aligns causal masks and windows bottom-right (Lq != Lk here)"
+            return ("flash_attn aligns causal masks, windows and ALiBi bottom-right (Lq != Lk "
+                    "here)")
         return None
 
     def call(self, case: Case, args: dict[str, Any]) -> dict[str, Any]:
@@ -91,15 +112,20 @@ class FlashAttnAdapter(NativeAdapter):
             x = x.expand(*batch, *x.shape[-3:]).reshape(n, *x.shape[-3:])
             return attnspec.bhld_to_blhd(x).contiguous()
 
-        aligned = args.get("causal") or args.get("window") is not None
+        slopes = args.get("alibi_slopes")
+        aligned = args.get("causal") or args.get("window") is not None or slopes is not None
         if aligned and args.get("alignment", "upper_left") == "upper_left" and lq != lk:
-            raise ValueError("flash_attn_func aligns causal masks and windows bottom-right")
+            raise ValueError("flash_attn_func aligns causal masks, windows and ALiBi "
+                             "bottom-right")
+        if slopes is not None:  # (*batch, H) broadcastable -> float32 (B, H)
+            slopes = slopes.expand(*batch, hq).reshape(n, hq).float().contiguous()
         window = args.get("window") or (None, None)
         out, lse, _ = flash_attn_func(
             tokens_first(q), tokens_first(k), tokens_first(v),
             softmax_scale=args.get("scale"), causal=bool(args.get("causal")),
             window_size=tuple(-1 if w is None else int(w) for w in window),
-            softcap=float(args.get("softcap") or 0.0), return_attn_probs=True,
+            softcap=float(args.get("softcap") or 0.0), alibi_slopes=slopes,
+            return_attn_probs=True,
         )
         out = attnspec.blhd_to_bhld(out).reshape(*batch, hq, lq, out.shape[-1])
         return {"out": out, "lse": lse.reshape(*batch, hq, lq)}

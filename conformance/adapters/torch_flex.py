@@ -58,7 +58,7 @@ class TorchFlexAttentionAdapter(NativeAdapter):
         "bias_neg_inf", "causal", "causal_lower_right", "window", "kv_lengths", "q_lengths",
         "alibi", "positions", "segments", "score_mod", "mask_mod", "lse",
     })
-    deviations = (
+    deviations: tuple[Deviation, ...] = (
         Deviation("NaN/inf in the K/V of keys the block mask excludes (past kv_lengths, "
                   "padding tokens) reach every row through 0 * inf in P @ V",
                   frozenset({"poison_kv"})),
@@ -107,12 +107,26 @@ class TorchFlexAttentionAdapter(NativeAdapter):
             if captured.masks:
                 block_mask = create_block_mask(mask_mod, n, hq, lq, lk,
                                                device=str(q.device))
-            out, lse = flex_attention(
-                q, k, v, score_mod=score_mod if captured.scores else None,
-                block_mask=block_mask, scale=args.get("scale"), enable_gqa=hq != hkv,
-                return_lse=True)
-        return {"out": out.reshape(*batch, hq, lq, v.shape[-1]),
-                "lse": lse.reshape(*batch, hq, lq)}
+        lse_wanted = "lse" in self.features
+        result = self._flex(flex_attention)(
+            q, k, v, score_mod=score_mod if captured.scores else None,
+            block_mask=block_mask, scale=args.get("scale"), enable_gqa=hq != hkv,
+            return_lse=lse_wanted)
+        out, lse = result if lse_wanted else (result, None)
+        outputs = {"out": out.reshape(*batch, hq, lq, v.shape[-1])}
+        if lse is not None:
+            outputs["lse"] = lse.reshape(*batch, hq, lq)
+        return outputs
+
+    def _flex(self, flex_attention: Any) -> Any:
+        """The kernel to call: FlexAttention eager (its reference path, a warning silenced)."""
+
+        def eager(*a: Any, **kw: Any) -> Any:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "called without torch.compile()"
+                return flex_attention(*a, **kw)
+
+        return eager
 
 
 class _Captured:

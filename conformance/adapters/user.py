@@ -93,7 +93,7 @@ class UserAdapter(Adapter):
         if backward:
             declared.add("backward")
             if backward == "autodiff":
-                declared.add("grad_bias")
+                declared |= {"grad_bias", "grad_sinks", "grad_alibi"}
         if caps.get("deterministic") or "deterministic" in caps.get("features", ()):
             declared.add("deterministic")
         if caps.get("batch_invariant") or "batch_invariant" in caps.get("features", ()):
