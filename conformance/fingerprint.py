@@ -5,9 +5,9 @@ A conformance run says whether an implementation follows docs/spec.md; where it 
 instead: which mask polarity, which causal alignment, what a fully masked row gives, whether
 half precision accumulates in float32, whether NaN leaks from masked keys or KV padding, where
 softcap sits, how grouped-query heads map, and for packed sequences and ALiBi where the
-diagonal sits, whether padding leaks and which distance is used. Each probe runs one small case (not graded) and
-names the output after the closest of several candidate outputs, each computed in float64 by
-attnspec under one alternative semantics.
+diagonal sits, whether padding leaks and which distance is used. Each probe runs one small
+case (not graded) and names the output after the closest of several candidate outputs, each
+computed in float64 by attnspec under one alternative semantics.
 
 ==========================  ===========================================  =====================
 probe                       answers                                      spec

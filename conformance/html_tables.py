@@ -5,6 +5,8 @@ show, so the page leaves the section out."""
 from __future__ import annotations
 
 from . import views
+from .html_measure import Measures
+from .html_text import breakable, number
 from .html_text import escape as _e
 from .report import Report
 
@@ -64,26 +66,40 @@ def deviations(report: Report) -> str:
 
 
 def failures(report: Report) -> str:
+    """The failed cases: a NaN (or inf) where a finite value was due is shown as such, with
+    the tolerance the case's finite values are held to; "error / tolerance" says how far
+    past the bound, "vs naive" the error over the naive computation's (in the case's
+    dtype)."""
     failed = views.failures(report)
     if not failed:
         return ""
+    measures = Measures(report)
     rows = ["<tr><th>case</th><th>implementation</th><th>outcome</th><th>message</th>"
-            "<th>error</th><th>tolerance</th><th>ratio</th></tr>"]
+            "<th>error</th><th>tolerance</th><th>error / tolerance</th><th>vs naive</th></tr>"]
     for r in failed[:MAX_FAILURES]:
+        m = measures(r)
+        if m is None:
+            error, tolerance, fraction = number(r.max_error), number(r.tolerance), "–"
+        else:
+            error = m.nonfinite or number(m.error)
+            tolerance, fraction = number(m.tolerance), number(m.fraction)
+        nonfinite = ' nonfinite' if m is not None and m.nonfinite else ""
         rows.append(
-            f"<tr><td><code>{_e(r.case_id)}</code></td><td><code>{_e(r.implementation)}"
-            f'</code></td><td>{_e(r.outcome.value)}</td><td class="msg">{_e(r.message)}'
+            f'<tr><td><code>{breakable(r.case_id, after="/")}</code></td><td><code>'
+            f"{_e(r.implementation)}</code></td><td>{_e(r.outcome.value)}</td>"
+            f'<td class="msg">{_e(r.message)}'
             + (f'<br><span class="note">reproduce:</span> <code>{_e(r.repro)}</code>'
                if r.repro else "") + "</td>"
-            f'<td class="num">{_e(views.fmt(r.max_error))}</td>'
-            f'<td class="num">{_e(views.fmt(r.tolerance))}</td>'
-            f'<td class="num">{_e(views.fmt(r.ratio))}</td></tr>')
+            f'<td class="num{nonfinite}">{_e(error)}</td>'
+            f'<td class="num">{_e(tolerance)}</td>'
+            f'<td class="num{nonfinite}">{_e(fraction)}</td>'
+            f'<td class="num">{_e(number(r.ratio))}</td></tr>')
     more = ""
     if len(failed) > MAX_FAILURES:
         more = (f'\n<p class="note">... and {len(failed) - MAX_FAILURES} more (see the JSON '
                 "report)</p>")
-    return (f"<h2>Failures ({len(failed)})</h2>\n<table>\n" + "\n".join(rows)
-            + "\n</table>" + more)
+    return (f'<h2>Failures ({len(failed)})</h2>\n<table class="failures">\n'
+            + "\n".join(rows) + "\n</table>" + more)
 
 
 def gradients(report: Report) -> str:
@@ -122,13 +138,16 @@ def fingerprints(report: Report) -> str:
     keys = views.fingerprint_keys(report)
     if not keys:
         return ""
-    head = "".join(f"<th>{_e(k)}</th>" for k in keys)
+    # Identifiers get break points at their underscores, and the table fits the page (CSS),
+    # so a dozen columns wrap instead of running off its edge.
+    head = "".join(f"<th>{breakable(k)}</th>" for k in keys)
     rows = [f"<tr><th>implementation</th>{head}</tr>"]
     for info in report.implementations:
         if info.fingerprint:
-            cells = "".join(f"<td>{_e(info.fingerprint.get(k, ''))}</td>" for k in keys)
-            rows.append(f"<tr><td><code>{_e(info.name)}</code></td>{cells}</tr>")
-    return "<h2>Behaviour fingerprint</h2>\n<table>\n" + "\n".join(rows) + "\n</table>"
+            cells = "".join(f"<td>{breakable(info.fingerprint.get(k, ''))}</td>" for k in keys)
+            rows.append(f"<tr><td><code>{breakable(info.name)}</code></td>{cells}</tr>")
+    return ('<h2>Behaviour fingerprint</h2>\n<table class="fingerprint">\n' + "\n".join(rows)
+            + "\n</table>")
 
 
 def stale(report: Report) -> str:

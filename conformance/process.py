@@ -304,7 +304,9 @@ class WorkerProcess:
         if process is not None:
             if process.is_alive():
                 process.kill()
-            process.join(5)
+            # SIGKILL cannot be ignored: this returns as soon as the child is reaped, which
+            # on a loaded machine took more than 5 s (a live child was left behind).
+            process.join(60)
 
     def close(self) -> None:
         """Ask the worker to stop, and kill it if it does not."""

@@ -10,6 +10,7 @@ from collections import Counter
 from typing import TextIO
 
 from . import views
+from .causes import causes
 from .report import Report
 from .results import CaseResult, Outcome
 
@@ -72,7 +73,7 @@ class Progress:
 
     def __call__(self, done: int, total: int, result: CaseResult) -> None:
         """The runner's ``progress`` callback signature."""
-        self.total = max(self.total, total)
+        self.total = total  # shrinks when an implementation turns out unavailable
         self.update(result, done=done)
 
     def update(self, result: CaseResult, done: int | None = None) -> None:
@@ -219,6 +220,19 @@ def summary(report: Report, *, max_failures: int = 20, color: bool = False) -> s
             row += cell
         lines.append(row)
 
+    grouped = causes(report.results)
+    if grouped:
+        lines += ["", "Errors by cause (no answer to grade; one line per cause, with the fix):"]
+        for cause in grouped[:10]:
+            plural = "s" if cause.count > 1 else ""
+            label = _paint(f"{cause.count} {cause.outcome.value}{plural}",
+                           _COLOURS[cause.outcome], color)
+            fix = f" -> {clean(cause.fix)}" if cause.fix else ""
+            lines.append(f"  {label} ({clean(cause.implementation)}) "
+                         f"{_cut(clean(cause.cause), 160)}{fix}; e.g. {clean(cause.example)}")
+        if len(grouped) > 10:
+            lines.append(f"  ... and {len(grouped) - 10} more causes")
+
     failed = views.failures(report)
     if failed:
         lines += ["", f"Failures ({len(failed)}):"]
@@ -246,9 +260,9 @@ def summary(report: Report, *, max_failures: int = 20, color: bool = False) -> s
                       "1 = at the bound; x = expected failures):",
                   "  " + "implementation".ljust(impl_w) + "  dtype     "
                   + "passed".ljust(width) + "  "
-                  + "".join(f"{name:>7}" for name in views.GRADIENTS)]
+                  + "".join(f"{name:>{_col(name)}}" for name in views.GRADIENTS)]
         for grad in grads:
-            cells = "".join(f"{views.fraction(grad.worst.get(name)):>7}"
+            cells = "".join(f"{views.fraction(grad.worst.get(name)):>{_col(name)}}"
                             for name in views.GRADIENTS)
             passed = grad.count.ljust(width)
             if color and grad.bad:
@@ -309,6 +323,11 @@ def summary(report: Report, *, max_failures: int = 20, color: bool = False) -> s
         lines += [f"  {_cut(clean(note), 300)}" for note in notes]
     lines += ["", _paint(views.verdict(report), _BOLD + code, color)]
     return "\n".join(lines)
+
+
+def _col(name: str) -> int:
+    """A gradient column's width: its name and two spaces, at least 7."""
+    return max(7, len(name) + 2)
 
 
 def _cut(text: str, limit: int) -> str:

@@ -46,7 +46,7 @@ SLOW_FRAMEWORKS = ("jax", "dask")
 #: Adapters that pay per call what a slow framework pays per shape (FlexAttention eager:
 #: create_block_mask vmaps the mask over every position): one case per group here, all in
 #: the main job (attnspec check).
-SLOW_ADAPTERS = ("torch.flex_attention",)
+SLOW_ADAPTERS = ("torch.flex_attention", "tinygrad.sdpa")
 
 _REFERENCE: dict[str, tuple[dict, dict, dict]] = {}
 
@@ -433,7 +433,7 @@ def test_backend_and_device_select_builtins():
     assert _builtins_on() == builtin_names()
     assert _builtins_on(backend="torch-cpu") == [
         "attnspec[torch-cpu]", "torch.sdpa", "torch.mha", "torch.flex_attention", "torch.softmax",
-        "attnspec.native.torch"]
+        "attnspec.native.torch", "keras.torch", "transformers.sdpa", "transformers.eager"]
     on_gpu = _builtins_on(device="cuda")
     assert {"attnspec[torch-cuda]", "attnspec[jax-gpu]", "attnspec[cupy]", "flash_attn",
             "torch.sdpa", "attnspec.native.torch", "attnspec.native.jax"} <= set(on_gpu)

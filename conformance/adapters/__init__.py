@@ -6,8 +6,14 @@ native implementations ``torch.sdpa``, ``torch.mha``, ``torch.flex_attention``,
 ``torch.flex_attention.compiled`` (on request: :data:`ON_REQUEST`), ``jax.dot_product_attention``,
 ``torch.softmax``, ``jax.softmax``, ``scipy.softmax``, ``onnxruntime.attention``,
 ``onnxruntime.gqa``, ``flash_attn``, ``flash_attn.varlen`` (packed sequences) and
-``flash_attn.kvcache`` (KV cache, paged), and attnspec's own native dispatch
-``attnspec.native.torch`` / ``attnspec.native.jax`` (``implementation="native"``).
+``flash_attn.kvcache`` (KV cache, paged), attnspec's own native dispatch
+``attnspec.native.torch`` / ``attnspec.native.jax`` (``implementation="native"``), and the
+ecosystem's functions Keras 3 ``keras.ops.dot_product_attention`` on torch and on JAX
+(``keras.torch``, ``keras.jax``), flax's ``flax.linen`` / ``flax.nnx``
+``dot_product_attention``, transformers' ``sdpa_attention_forward`` /
+``eager_attention_forward`` (``transformers.sdpa``, ``transformers.eager``), mlx's
+``mx.fast.scaled_dot_product_attention`` (``mlx.fast_sdpa``) and tinygrad's
+``Tensor.scaled_dot_product_attention`` (``tinygrad.sdpa``).
 Anything else of the form ``module:callable`` is a user's function (see :mod:`.user`).
 
 Building an adapter imports no framework; :meth:`Adapter.unavailable` is the first thing
@@ -48,6 +54,14 @@ NATIVE: dict[str, str] = {
     "flash_attn.kvcache": "flash_attn_kvcache:FlashAttnKvcacheAdapter",
     "attnspec.native.torch": "attnspec_native:AttnspecNativeTorchAdapter",
     "attnspec.native.jax": "attnspec_native:AttnspecNativeJaxAdapter",
+    "keras.torch": "keras_dpa:KerasTorchAdapter",
+    "keras.jax": "keras_dpa:KerasJaxAdapter",
+    "flax.linen": "flax_dpa:FlaxLinenAdapter",
+    "flax.nnx": "flax_dpa:FlaxNnxAdapter",
+    "transformers.sdpa": "transformers_attn:TransformersSdpaAdapter",
+    "transformers.eager": "transformers_attn:TransformersEagerAdapter",
+    "mlx.fast_sdpa": "mlx_sdpa:MlxFastSdpaAdapter",
+    "tinygrad.sdpa": "tinygrad_sdpa:TinygradSdpaAdapter",
 }
 
 #: Built-ins graded only when named: a full catalog run of each takes tens of minutes on a
