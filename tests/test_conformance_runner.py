@@ -119,7 +119,10 @@ def test_an_interrupted_run_leaves_no_worker():
 
     with pytest.raises(KeyboardInterrupt):
         run("runner_impls:correct", select=CASES, fingerprint=False, progress=stop)
-    assert multiprocessing.active_children() == []
+    # The run's own workers (named so); a library graded earlier in this test process may
+    # keep a pool of its own (tinygrad's compile pool showed up here).
+    assert [p for p in multiprocessing.active_children()
+            if p.name.startswith("attnspec-worker")] == []
 
 
 def test_report_json_round_trips(isolated):
