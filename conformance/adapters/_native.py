@@ -75,13 +75,22 @@ class NativeAdapter(Adapter):
         here = tuple(d for name, d in self.deviations_on if name == backend_name)
         if here:
             self.deviations = (*self.deviations, *here)
+        self._kernel_reason: str | bool | None = False  # False: not probed yet
 
     def unavailable(self) -> str | None:
         for module, label in self.requires:
             reason = missing_module(module, label)
             if reason is not None:
                 return reason
-        return super().unavailable()
+        reason = super().unavailable()
+        if reason is None and self._kernel_reason is False:
+            self._kernel_reason = self._probe_kernel()  # once: it may build a model
+        return reason if reason is not None else self._kernel_reason  # type: ignore[return-value]
+
+    def _probe_kernel(self) -> str | None:
+        """Why the implementation cannot run although its modules import (a build without
+        the kernel), found by running it once; ``None`` when it runs."""
+        return None
 
     def versions(self) -> dict[str, str]:
         found = {name: distribution_version(name) for name in self.distributions}

@@ -129,15 +129,6 @@ class OnnxruntimeGqaAdapter(NativeAdapter):
     def __init__(self, backend_name: str | None = None) -> None:
         super().__init__(backend_name)
         self._sessions: dict[tuple[Any, ...], Any] = {}
-        self._kernel_reason: str | bool | None = False  # False: not probed yet
-
-    def unavailable(self) -> str | None:
-        reason = super().unavailable()
-        if reason is not None:
-            return reason
-        if self._kernel_reason is False:
-            self._kernel_reason = self._probe_kernel()
-        return self._kernel_reason  # type: ignore[return-value]
 
     def _probe_kernel(self) -> str | None:
         """A build without the contrib operators (a minimal build) says so here."""

@@ -118,19 +118,7 @@ class TinygradSdpaAdapter(NativeAdapter):
                   frozenset({"arg_errors"})),
     )
 
-    def __init__(self, backend_name: str | None = None) -> None:
-        super().__init__(backend_name)
-        self._reason: str | bool | None = False  # False: not probed yet
-
-    def unavailable(self) -> str | None:
-        reason = super().unavailable()
-        if reason is not None:
-            return reason
-        if self._reason is False:
-            self._reason = self._probe()
-        return self._reason  # type: ignore[return-value]
-
-    def _probe(self) -> str | None:
+    def _probe_kernel(self) -> str | None:
         """Run a tiny attention: a device that cannot compile says so here."""
         reason = _compiler()
         if reason is not None:
