@@ -73,6 +73,42 @@ def block_outside_band(rows: Block, cols: Block, offset: int | None,
     return left is not None and cols[1] - 1 < rows[0] + offset - left
 
 
+def band_columns(rows: Block, cols: Block, offset: int,
+                 limits: tuple[int | None, int | None]) -> Block:
+    """``cols`` cut to the keys that some row of ``rows`` may attend under the band (static
+    ``offset``); empty (``start >= stop``) when none. The keys cut off are masked for every
+    row, so leaving them out changes no result, and the work of a causal row block follows
+    its diagonal instead of the whole key axis (ATT-CAUSAL-1, ATT-WINDOW-1)."""
+    left, right = limits
+    start, stop = cols
+    if right is not None:
+        stop = min(stop, rows[1] + offset + right)
+    if left is not None:
+        start = max(start, rows[0] + offset - left)
+    return start, max(start, stop)
+
+
+def band_cut(rows: Block, cols: Block, offset: int,
+             limits: tuple[int | None, int | None]) -> list[Block]:
+    """The columns of a block (already :func:`band_columns`) where the band masks some row:
+    only these need the band's mask; every row may attend every other column. At most two
+    ranges, in order, not overlapping."""
+    left, right = limits
+    parts = []
+    if left is not None:  # the last row's band starts furthest right
+        stop = min(cols[1], rows[1] - 1 + offset - left)
+        if stop > cols[0]:
+            parts.append((cols[0], stop))
+    if right is not None:  # the first row's band ends furthest left
+        start = max(cols[0], rows[0] + offset + right + 1)
+        if start < cols[1]:
+            if parts and start <= parts[-1][1]:
+                parts[-1] = (parts[-1][0], cols[1])
+            else:
+                parts.append((start, cols[1]))
+    return parts
+
+
 def _index(start: int, stop: int, xp: Namespace, device: Any) -> Array:
     return xp.arange(start, stop, device=device)
 

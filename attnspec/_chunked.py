@@ -16,7 +16,8 @@ import math
 
 import array_api_compat
 
-from ._blocks import Block, Tokens, band_limits, block_outside_band, static_offset
+from . import _parallel
+from ._blocks import Block, Tokens, band_columns, band_limits, block_outside_band, static_offset
 from ._mods import mask_mod_keep, mod_indices
 from ._namespace import Array, Namespace
 from ._normalizer import Normalizer, log_normalizer, max_along
@@ -24,16 +25,11 @@ from ._problem import (
     Problem,
     block_scores,
     dropped,
+    in_place,
     output,
     transposed_copy,
     weighted_values,
 )
-
-
-def _in_place(x: Array) -> bool:
-    # Augmented assignment mutates numpy/cupy/torch arrays; for a torch tensor that autograd
-    # tracks it would destroy a value the backward pass needs.
-    return array_api_compat.is_writeable_array(x) and not getattr(x, "requires_grad", False)
 
 
 def _blocks(length: int, size: int) -> list[Block]:
@@ -52,20 +48,37 @@ def chunked(p: Problem, block_q: int, block_k: int) -> list[Array]:
     eager = not array_api_compat.is_lazy_array(p.k)
     if len(row_blocks) > 1 and eager:
         p = p._replace(kt=transposed_copy(p.k, xp))
+    if eager:
+        p = p._replace(offset=offset)
     empty = (_token_empty(p.tokens, row_blocks, col_blocks, limits, xp)
              if eager and p.tokens is not None else set())
     if eager and call.mask_mod is not None and len(row_blocks) * len(col_blocks) > 1:
         empty |= _mask_mod_empty(p, row_blocks, col_blocks, empty)
-    outs, lses, weight_rows = [], [], []
+    lives = []
     for r, rows in enumerate(row_blocks):
         live = [c for k, c in enumerate(col_blocks)
                 if not block_outside_band(rows, c, offset, limits) and (r, k) not in empty]
+        if offset is not None:
+            live = [c for c in (band_columns(rows, c, offset, limits) for c in live)
+                    if c[0] < c[1]]
+        lives.append(live)
+
+    def row_block(r: int) -> tuple[Array, Array | None, Array | None]:
+        rows, live = row_blocks[r], lives[r]
         out, n = _online(p, rows, live)
-        outs.append(out)
-        if return_lse:
-            lses.append(xp.squeeze(log_normalizer(n, xp), axis=-1))
-        if return_weights:
-            weight_rows.append(_weights_row(p, rows, col_blocks, live, n))
+        lse = xp.squeeze(log_normalizer(n, xp), axis=-1) if return_lse else None
+        weights = _weights_row(p, rows, live, n) if return_weights else None
+        return out, lse, weights
+
+    # User callbacks (score_mod, mask_mod) stay on the caller's thread.
+    parallel = (eager and call.score_mod is None and call.mask_mod is None
+                and _parallel.eligible(p.q, xp))
+    costs = [sum(c[1] - c[0] for c in live) * (rows[1] - rows[0])
+             for rows, live in zip(row_blocks, lives, strict=True)]
+    done = _parallel.run_blocks(row_block, range(len(row_blocks)), costs, parallel)
+    outs = [d[0] for d in done]
+    lses = [d[1] for d in done]
+    weight_rows = [d[2] for d in done]
     results = [output(p, xp.concat(outs, axis=-2))]
     if return_lse:
         results.append(xp.concat(lses, axis=-1))
@@ -161,7 +174,7 @@ def _online(p: Problem, rows: Block, cols: list[Block]) -> tuple[Array, Normaliz
         block_max = max_along(s, -1, xp)
         new_max = block_max if row_max is None else xp.maximum(row_max, block_max)
         shift = xp.where(new_max == -math.inf, 0.0, new_max)
-        if _in_place(s):
+        if in_place(s):
             s -= shift  # s is this block's own scratch array
             e = xp.exp(s)
         else:
@@ -175,7 +188,7 @@ def _online(p: Problem, rows: Block, cols: list[Block]) -> tuple[Array, Normaliz
             # exp(old max - new shift): 0 while nothing was attended (old max -inf), never
             # exp(+large) as exp(0 - shift) would be; NaN when a +inf score arrives (SMX-4).
             correction = xp.exp(row_max - shift)
-            if _in_place(acc) and _in_place(total):  # total alone tracks grad from a sink
+            if in_place(acc) and in_place(total):  # total alone tracks grad from a sink
                 total *= correction
                 total += block_sum
                 acc *= correction
@@ -192,22 +205,23 @@ def _online(p: Problem, rows: Block, cols: list[Block]) -> tuple[Array, Normaliz
         acc = xp.zeros((*shape.batch, shape.hq, n_rows, shape.dv), dtype=p.acc,
                        device=p.device)
     safe_total = xp.where(total == 0.0, 1.0, total)
-    if _in_place(acc):
+    if in_place(acc):
         acc /= safe_total
         return acc, Normalizer(None, total, safe_total, shift, row_max)
     return acc / safe_total, Normalizer(None, total, safe_total, shift, row_max)
 
 
-def _weights_row(p: Problem, rows: Block, cols: list[Block], live: list[Block],
-                 n: Normalizer) -> Array:
-    """The weights of one query block, recomputed block by block from the final row sums."""
+def _weights_row(p: Problem, rows: Block, live: list[Block], n: Normalizer) -> Array:
+    """The weights of one query block, recomputed block by block from the final row sums;
+    0 outside the ``live`` column ranges (in order, not overlapping)."""
     xp, shape = p.xp, p.shape
-    pieces = []
-    for c in cols:
-        if c in live:
-            e = xp.exp(block_scores(p, rows, c) - n.shift)
-            pieces.append(dropped(p, e, rows, c) / n.safe_total)
-        else:
-            pieces.append(xp.zeros((*shape.batch, shape.hq, rows[1] - rows[0], c[1] - c[0]),
+    pieces, at = [], 0
+    for start, stop in [*live, (shape.lk, shape.lk)]:
+        if start > at:  # keys no live block covers
+            pieces.append(xp.zeros((*shape.batch, shape.hq, rows[1] - rows[0], start - at),
                                    dtype=p.acc, device=p.device))
+        if start < stop:
+            e = xp.exp(block_scores(p, rows, (start, stop)) - n.shift)
+            pieces.append(dropped(p, e, rows, (start, stop)) / n.safe_total)
+        at = stop
     return xp.concat(pieces, axis=-1)

@@ -14,10 +14,15 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
+import array_api_compat
+
 from ._blocks import (
     Block,
     Tokens,
     and_masks,
+    band,
+    band_cut,
+    band_limits,
     block_keep,
     relative_positions,
     slice_block,
@@ -50,6 +55,17 @@ class Problem(NamedTuple):
     #: The chunked path makes it once so that each block's ``q @ k^T`` reads a plain matrix;
     #: torch otherwise copies the transposed key inside every block's matmul.
     kt: Array | None = None
+    #: The diagonal offset when the chunked path knows it from shapes (eager arrays): the
+    #: band's mask is then written only into the columns it cuts (:func:`band_cut`), not
+    #: evaluated over every block. None: the band is part of the block's whole keep-mask.
+    offset: int | None = None
+
+
+def in_place(x: Array) -> bool:
+    """Whether ``x`` may be changed in place: augmented assignment mutates numpy/cupy/torch
+    arrays; for a torch tensor that autograd tracks it would destroy a value the backward
+    pass needs."""
+    return array_api_compat.is_writeable_array(x) and not getattr(x, "requires_grad", False)
 
 
 def block_scores(p: Problem, rows: Block, cols: Block) -> Array:
@@ -81,14 +97,29 @@ def block_scores(p: Problem, rows: Block, cols: Block) -> Array:
                                  kv_lengths=call.kv_lengths, q_lengths=call.q_lengths, xp=xp,
                                  device=p.device, rows=rows, cols=cols, tokens=p.tokens)
         s = s - p.alibi * xp.abs(to_dtype(xp, rel, p.acc))
+    # Not after a score_mod: its result may be a read-only view, not this block's scratch.
+    banded = call.causal or call.window is not None
+    cut = p.offset is not None and banded and call.score_mod is None and in_place(s)
     keep = block_keep(
-        shape.lq, shape.lk, rows, cols, mask=call.mask, causal=call.causal,
-        window=call.window, alignment=call.alignment, kv_lengths=call.kv_lengths,
-        q_lengths=call.q_lengths, xp=xp, device=p.device, tokens=p.tokens,
+        shape.lq, shape.lk, rows, cols, mask=call.mask, causal=call.causal and not cut,
+        window=None if cut else call.window, alignment=call.alignment,
+        kv_lengths=call.kv_lengths, q_lengths=call.q_lengths, xp=xp, device=p.device,
+        tokens=p.tokens,
     )
     if call.mask_mod is not None and indices is not None:
         keep = and_masks(keep, mask_mod_keep(call.mask_mod, shape, rows, cols, indices, xp))
-    return s if keep is None else xp.where(keep, s, -math.inf)
+    s = s if keep is None else xp.where(keep, s, -math.inf)
+    if cut and p.offset is not None:
+        # Only the columns the band cuts get its mask (a causal block of 64 rows over 2048
+        # keys: 64 of them), written in place; the other columns are inside for every row.
+        limits = band_limits(call.causal, call.window)
+        for start, stop in band_cut(rows, cols, p.offset, limits):
+            part = (..., slice(start - cols[0], stop - cols[0]))
+            in_band = band(shape.lq, shape.lk, causal=call.causal, window=call.window,
+                           alignment=call.alignment, kv_lengths=None, q_lengths=None, xp=xp,
+                           device=p.device, rows=rows, cols=(start, stop))
+            s[part] = xp.where(in_band, s[part], -math.inf)
+    return s
 
 
 def dropped(p: Problem, weights: Array, rows: Block, cols: Block) -> Array:
@@ -113,14 +144,17 @@ def matmul_grouped(a: Array, b: Array, hq: int, hkv: int, xp: Namespace) -> Arra
     """``a @ b`` where ``a`` has ``Hq`` heads and ``b`` has ``Hkv``: the ``G = Hq // Hkv``
     query heads that share a KV head are stacked along the row axis, so one matmul per KV
     head serves the group and K/V are never copied per group (ATT-GQA-1)."""
+    # The ``@`` operator, not ``xp.matmul``: array_api_compat's torch matmul re-derives the
+    # promoted dtype on every call (4 conversions, ~20 us at decode sizes); the operands
+    # already share the accumulation dtype.
     if hq == hkv:
-        return xp.matmul(a, b)
+        return a @ b
     *batch, _, rows, inner = a.shape
     group = hq // hkv
     # Each reshape only splits or only merges axes: Dask cannot do both in one step.
     a = xp.reshape(a, (*batch, hkv, group, rows, inner))
     a = xp.reshape(a, (*batch, hkv, group * rows, inner))
-    out = xp.matmul(a, b)
+    out = a @ b
     *batch, _, _, cols = out.shape
     out = xp.reshape(out, (*batch, hkv, group, rows, cols))
     return xp.reshape(out, (*batch, hq, rows, cols))

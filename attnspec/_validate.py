@@ -105,6 +105,14 @@ class AttentionShape(NamedTuple):
     def scores(self) -> tuple[int, ...]:
         return (*self.batch, self.hq, self.lq, self.lk)
 
+    @property
+    def heads(self) -> int:
+        """Query heads over all batch entries: the score matrices one call computes."""
+        n = self.hq
+        for b in self.batch:
+            n *= b
+        return n
+
 
 def attention_shape(query: Array, key: Array, value: Array, xp: Namespace) -> AttentionShape:
     shapes = {}

@@ -9,9 +9,10 @@ from typing import Any
 import array_api_compat
 
 from . import _call as call_check
+from . import _fast, _parallel
 from . import _validate as check
 from . import native as _native
-from ._blocks import key_padding
+from ._blocks import key_padding, static_offset
 from ._chunked import chunked
 from ._direct import direct
 from ._namespace import (
@@ -46,20 +47,27 @@ ROW_QUANTUM = 16
 #: whole packed row would make every block live). 512 keys x 256 rows x 8 heads is the
 #: 4 MiB block; measured in benchmarks/varlen.py.
 SEGMENT_BLOCK_K = 512
+#: A causal or windowed call on eager arrays is split into at least this many query blocks
+#: (of at least ``ROW_QUANTUM`` rows), each reading only the keys its rows may attend: the
+#: work is then (1 + 1/8) / 2 of the full matrix for causal instead of all of it.
+BAND_ROW_BLOCKS = 8
+#: ... from this many query rows on (below it one block is cheaper than the skipping).
+BAND_MIN_ROWS = 128
 
 
 def choose_blocks(shape: check.AttentionShape, chunk_size: int | tuple[int, int] | None,
                   return_weights: bool, large: bool = False,
-                  segmented: bool = False) -> tuple[int, int] | None:
+                  segmented: bool = False, banded: bool = False,
+                  threads: int = 1) -> tuple[int, int] | None:
     """``(block_q, block_k)`` for the chunked path, or ``None`` for the direct path.
 
     ``large``: the arrays live on an accelerator or in a lazy graph (see
     :data:`LARGE_BLOCK_BYTES`). ``segmented``: packed sequences on eager arrays, whose key
-    blocks stay short enough to skip (:data:`SEGMENT_BLOCK_K`).
+    blocks stay short enough to skip (:data:`SEGMENT_BLOCK_K`). ``banded``: a causal or
+    window band whose diagonal the shapes fix, on eager arrays (:data:`BAND_ROW_BLOCKS`).
+    ``threads``: the query blocks run on that many threads (at least two blocks each).
     """
-    heads = shape.hq
-    for n in shape.batch:
-        heads *= n
+    heads = shape.heads
     if chunk_size == 0 or 0 in (shape.lq, shape.lk, heads):
         return None
     if chunk_size is not None:
@@ -76,6 +84,12 @@ def choose_blocks(shape: check.AttentionShape, chunk_size: int | tuple[int, int]
         block_k = min(block_k, SEGMENT_BLOCK_K)
     rows = budget // (4 * heads * block_k)
     block_q = max(ROW_QUANTUM, rows - rows % ROW_QUANTUM)
+    wanted = BAND_ROW_BLOCKS if banded and shape.lq >= BAND_MIN_ROWS else 1
+    if threads > 1:
+        wanted = max(wanted, 2 * threads)
+    if wanted > 1:
+        rows = -(-shape.lq // wanted)
+        block_q = min(block_q, max(ROW_QUANTUM, -(-rows // ROW_QUANTUM) * ROW_QUANTUM))
     if block_q >= shape.lq and block_k == shape.lk:
         return None  # one block is the direct path, without the running statistics
     return min(shape.lq, block_q), block_k
@@ -237,7 +251,19 @@ def scaled_dot_product_attention(
     >>> lse
     Array([[      -inf, 1.09861229]], dtype=array_api_strict.float64)
     """
-    call = call_check.attention_call(locals())  # first statement: locals() is the arguments
+    cache_key = None
+    if (implementation == "portable" and return_weights is False and dropout_p == 0.0
+            and _fast.unset(xp, mask, bias, softcap, sinks, alibi_slopes, q_positions,
+                            kv_positions, q_segment_ids, kv_segment_ids, score_mod, mask_mod,
+                            block_table, kv_lengths, q_lengths, dropout_mask, window)):
+        cache_key = _fast.key_of(query, key, value,
+                                 (causal, alignment, scale, return_lse, chunk_size))
+        plan = _fast.lookup(cache_key)
+        if plan is not None:  # this combination passed every check before (attnspec._fast)
+            results = direct(_fast.problem_of(plan, query, key, value))
+            return results[0] if len(results) == 1 else tuple(results)
+    arguments = {name: value for name, value in locals().items() if name in _PARAMETERS}
+    call = call_check.attention_call(arguments)
     if call.implementation != "portable":
         kernel, reason, native_call = _native.plan(call)
         if kernel is not None:
@@ -248,13 +274,15 @@ def scaled_dot_product_attention(
             raise ValueError(f"implementation='native': no native kernel takes this call "
                              f"({reason}); implementation='auto' falls back to the portable "
                              "path")
-    results = _portable(call)
+    results = _portable(call, cache_key)
     return results[0] if len(results) == 1 else tuple(results)
 
 
-def _portable(call: call_check.AttentionCall) -> list[Array]:
+def _portable(call: call_check.AttentionCall,
+              cache_key: tuple[Any, ...] | None = None) -> list[Array]:
     """attnspec's own path: the direct or the chunked one, as ``chunk_size`` and the shapes
-    pick (:func:`choose_blocks`)."""
+    pick (:func:`choose_blocks`). ``cache_key``: a plain call's, under which a direct-path
+    problem is kept for the next calls (:mod:`attnspec._fast`)."""
     xp, shape, query = call.xp, call.shape, call.query
     acc = accumulation_dtype(xp, query.dtype)
     scale = default_scale(shape.dk) if call.scale is None else call.scale
@@ -289,8 +317,21 @@ def _portable(call: call_check.AttentionCall) -> list[Array]:
     )
     large = _large_blocks(q)
     segmented = tokens is not None and tokens.q_seg is not None and not large
-    blocks = choose_blocks(shape, call.chunk_size, call.return_weights, large, segmented)
-    return direct(problem) if blocks is None else chunked(problem, *blocks)
+    banded = (not large and (call.causal or call.window is not None) and static_offset(
+        shape.lq, shape.lk, call.alignment,
+        call.kv_lengths is not None or call.q_lengths is not None, tokens) is not None)
+    threads = 1
+    if (not large and call.score_mod is None and call.mask_mod is None
+            and _parallel.eligible(q, xp)
+            and shape.heads * shape.lq * shape.lk * (shape.dk + shape.dv)
+            >= _parallel.MIN_PARALLEL_WORK):
+        threads = _parallel.threads()
+    blocks = choose_blocks(shape, call.chunk_size, call.return_weights, large, segmented,
+                           banded, threads)
+    if blocks is not None:
+        return chunked(problem, *blocks)
+    _fast.remember(cache_key, problem, scale if fold else None)
+    return direct(problem)
 
 
 def _per_head(call: call_check.AttentionCall, x: Array, acc: Any) -> Array:
@@ -346,6 +387,7 @@ def native_plan(query: Array, key: Array, value: Array, /, **options: Any) -> Pl
 _SIGNATURE = inspect.signature(scaled_dot_product_attention)
 _OPTIONS = frozenset(name for name, parameter in _SIGNATURE.parameters.items()
                      if parameter.kind is inspect.Parameter.KEYWORD_ONLY)
+_PARAMETERS = frozenset(_SIGNATURE.parameters)
 
 
 def bind(query: Array, key: Array, value: Array, /, **options: Any) -> dict[str, Any]:

@@ -97,7 +97,7 @@ def _full() -> Mode:
     timed = (
         *_sweep((256, 512, 1024, 2048, 4096)),
         Config(2, 8, 1024, 1024, 64, role="target"),
-        *_sweep((1024, 4096), causal=True, role="causal"),
+        *_sweep((512, 1024, 4096), causal=True, role="causal"),
     )
     return Mode(
         name="full",

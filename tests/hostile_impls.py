@@ -219,26 +219,42 @@ def always_sleeps(result, query, key):
 MATMUL_SKEW = 1.01
 
 
+def _skew(x: Any) -> Any:
+    return tuple(_skew(y) for y in x) if isinstance(x, tuple) else x * MATMUL_SKEW
+
+
 def patch_matmul() -> None:
-    """Replace ``numpy.matmul`` in this whole process by one whose results are 1 % off (once;
-    :func:`unpatch_matmul` undoes it). attnspec on NumPy, and so a golden reference computed
-    after it, goes through ``numpy.matmul``."""
+    """Replace ``numpy.matmul`` in this whole process by one whose results are 1 % off, and
+    ``attnspec.scaled_dot_product_attention`` likewise (once; :func:`unpatch_matmul` undoes
+    it). A golden reference computed after it in this process (attnspec's, closed-form
+    checked with ``numpy.matmul``) would be moved; attnspec itself multiplies with ``@``,
+    which no module attribute reaches, so the function is patched as well."""
     if getattr(np.matmul, "hostile_original", None) is not None:
         return
     original = np.matmul
+    reference = attnspec.scaled_dot_product_attention
 
     def skewed(*args: Any, **kwargs: Any) -> Any:
         return original(*args, **kwargs) * MATMUL_SKEW
 
+    def skewed_attention(*args: Any, **kwargs: Any) -> Any:
+        return _skew(reference(*args, **kwargs))
+
     skewed.hostile_original = original
+    skewed_attention.hostile_original = reference
     np.matmul = skewed
+    attnspec.scaled_dot_product_attention = skewed_attention
 
 
 def unpatch_matmul() -> None:
-    """Put the real ``numpy.matmul`` back (after :func:`patch_matmul`)."""
+    """Put the real ``numpy.matmul`` and attnspec function back (after
+    :func:`patch_matmul`)."""
     original = getattr(np.matmul, "hostile_original", None)
     if original is not None:
         np.matmul = original
+    reference = getattr(attnspec.scaled_dot_product_attention, "hostile_original", None)
+    if reference is not None:
+        attnspec.scaled_dot_product_attention = reference
 
 
 def patches_matmul(query: Any, key: Any, value: Any, **kwargs: Any) -> Any:
@@ -253,12 +269,13 @@ patches_matmul.attnspec_capabilities = returns_none.attnspec_capabilities
 
 
 def ignores_patches(query: Any, key: Any, value: Any, **kwargs: Any) -> Any:
-    """A correct implementation in a process whose ``numpy.matmul`` was patched: it computes
-    with the real one."""
+    """A correct implementation in a process whose ``numpy.matmul`` (and attnspec function)
+    was patched: it computes with the real ones."""
     patched = np.matmul
     np.matmul = getattr(patched, "hostile_original", patched)
+    function = attnspec.scaled_dot_product_attention
     try:
-        return attnspec.scaled_dot_product_attention(query, key, value, **kwargs)
+        return getattr(function, "hostile_original", function)(query, key, value, **kwargs)
     finally:
         np.matmul = patched
 

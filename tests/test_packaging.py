@@ -104,7 +104,7 @@ def test_wheel_in_a_fresh_virtual_environment_runs_attnspec_check(dist, tmp_path
                               env=environ)
 
     # The dependencies from pip's configured index; without one the test cannot run.
-    deps = pip("numpy", "array-api-compat")
+    deps = pip("numpy", "array-api-compat", "threadpoolctl")
     if deps.returncode != 0:
         pytest.skip(f"cannot install NumPy into a fresh environment: {deps.stderr[-500:]}")
     install = pip("--no-index", str(dist["wheel"]))

@@ -1,0 +1,128 @@
+"""Repeated plain calls (attnspec/_fast.py): the second call of a combination skips the
+checks, so these tests check that nothing a check would have caught gets through, that the
+results are the checked path's, and that a plan keeps no array alive."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+
+import numpy as np
+import pytest
+
+import attnspec
+from attnspec import _fast
+
+
+def _fresh(xb, rng, shape=(2, 3, 5, 4), dtype="float64"):
+    return tuple(xb.from_numpy(rng.standard_normal(shape), dtype) for _ in range(3))
+
+
+@pytest.mark.parametrize("options", [{}, {"causal": True}, {"scale": 0.3},
+                                     {"return_lse": True},
+                                     {"causal": True, "alignment": "lower_right"}])
+def test_a_planned_call_gives_the_checked_result(xb, rng, options):
+    """ATT-SCORE-1: the second call of a combination (planned) returns what the checked path
+    returns for the same arrays (an explicit xp= never takes the plan)."""
+    _fast._PLANS.clear()
+    q, k, v = _fresh(xb, rng)
+    first = attnspec.scaled_dot_product_attention(q, k, v, **options)
+    q2, k2, v2 = _fresh(xb, rng)
+    planned = attnspec.scaled_dot_product_attention(q2, k2, v2, **options)
+    checked = attnspec.scaled_dot_product_attention(q2, k2, v2, xp=xb.namespace(), **options)
+    for got, want in zip(*(x if isinstance(x, tuple) else (x,) for x in (planned, checked)),
+                         strict=True):
+        np.testing.assert_array_equal(xb.to_numpy(got), xb.to_numpy(want))
+    assert first is not None
+
+
+@pytest.mark.parametrize(("good", "bad", "error"), [
+    ({"causal": True}, {"causal": 1}, TypeError),
+    ({"scale": 0.5}, {"scale": -0.5}, ValueError),
+    ({"scale": 0.5}, {"scale": float("nan")}, ValueError),
+    ({"alignment": "lower_right"}, {"alignment": "lower-right"}, ValueError),
+    ({"chunk_size": 2}, {"chunk_size": -2}, ValueError),
+])
+def test_a_plan_never_passes_a_bad_option(rng, good, bad, error):
+    """A combination that passed its checks does not make a bad value of the same option
+    pass: the value and its type are part of the plan's key."""
+    q, k, v = (rng.standard_normal((1, 2, 3, 4)) for _ in range(3))
+    for _ in range(2):
+        attnspec.scaled_dot_product_attention(q, k, v, **good)
+    with pytest.raises(error):
+        attnspec.scaled_dot_product_attention(q, k, v, **bad)
+
+
+def test_a_plan_never_passes_bad_arrays(rng):
+    """Shapes, dtypes and array types are part of the key: a mismatch after a planned call
+    still raises the checked path's error."""
+    q, k, v = (rng.standard_normal((1, 2, 3, 4)) for _ in range(3))
+    for _ in range(2):
+        attnspec.scaled_dot_product_attention(q, k, v)
+    with pytest.raises(TypeError, match="share one dtype"):
+        attnspec.scaled_dot_product_attention(q, k.astype(np.float32), v)
+    with pytest.raises(ValueError, match="head_dim"):
+        attnspec.scaled_dot_product_attention(q, k[..., :3], v)
+    with pytest.raises(TypeError):
+        attnspec.scaled_dot_product_attention(q, k.tolist(), v)
+
+
+def test_a_plan_holds_no_array(rng):
+    """The plan of a call keeps none of its arrays alive (a decode loop would otherwise pin
+    the first token's cache)."""
+    _fast._PLANS.clear()
+    q, k, v = (rng.standard_normal((1, 2, 3, 4)) for _ in range(3))
+    refs = [weakref.ref(x) for x in (q, k, v)]
+    attnspec.scaled_dot_product_attention(q, k, v)
+    assert _fast._PLANS, "the plain call left no plan"
+    del q, k, v
+    gc.collect()
+    assert all(r() is None for r in refs)
+
+
+def test_plans_are_bounded(rng):
+    _fast._PLANS.clear()
+    q = rng.standard_normal((1, 1, 2, 4))
+    for n in range(_fast.MAX_PLANS + 10):
+        attnspec.scaled_dot_product_attention(q, q, q, scale=1.0 / (n + 2))
+    assert 0 < len(_fast._PLANS) <= _fast.MAX_PLANS
+
+
+def test_options_outside_the_plan_take_the_checked_path(rng):
+    """Any option beyond the plan's five (a mask here) is checked on every call."""
+    q = rng.standard_normal((1, 2, 3, 4))
+    for _ in range(2):
+        attnspec.scaled_dot_product_attention(q, q, q)
+    with pytest.raises(TypeError, match="mask"):
+        attnspec.scaled_dot_product_attention(q, q, q, mask=np.ones((3, 3)))
+
+
+@pytest.mark.parametrize("option", ["xp", "mask", "bias", "softcap", "sinks", "alibi_slopes",
+                                    "q_positions", "kv_positions", "q_segment_ids",
+                                    "kv_segment_ids", "score_mod", "mask_mod", "block_table",
+                                    "kv_lengths", "q_lengths", "dropout_mask", "window"])
+def test_every_option_outside_the_plan_is_seen(rng, option, monkeypatch):
+    """A plan made by a plain call is not used by a call that sets any other option, the
+    last one of the list too: the plan is never asked for."""
+    q = rng.standard_normal((1, 2, 4, 4))
+    attnspec.scaled_dot_product_attention(q, q, q)
+    asked = []
+    monkeypatch.setattr(_fast, "lookup", lambda key: asked.append(key))
+    values = {"xp": np, "mask": np.ones((4, 4), bool), "bias": np.zeros((4, 4)),
+              "softcap": 30.0, "sinks": np.zeros(2), "alibi_slopes": np.ones(2),
+              "q_positions": np.arange(4), "kv_positions": np.arange(4),
+              "q_segment_ids": np.zeros(4, np.int64), "kv_segment_ids": np.zeros(4, np.int64),
+              "score_mod": lambda s, b, h, i, j: s, "mask_mod": lambda b, h, i, j: i >= 0,
+              "kv_lengths": 4, "q_lengths": 4, "dropout_mask": np.ones((4, 4), bool),
+              "window": (1, 1)}
+    if option == "block_table":
+        pool = rng.standard_normal((2, 2, 2, 4))
+        attnspec.scaled_dot_product_attention(q, pool, pool, block_table=np.array([[0, 1]]),
+                                              kv_lengths=4)
+    else:
+        extra = {"dropout_p": 0.5} if option == "dropout_mask" else {}
+        if option.endswith("segment_ids"):  # given in pairs; the other is the one seen last
+            other = "kv_segment_ids" if option.startswith("q") else "q_segment_ids"
+            extra = {other: values[other]}
+        attnspec.scaled_dot_product_attention(q, q, q, **{option: values[option]}, **extra)
+    assert asked == []
