@@ -47,7 +47,7 @@ IMPLEMENTATIONS = ("portable", "native", "auto")
 
 
 def check_implementation(implementation: object) -> str:
-    if implementation not in IMPLEMENTATIONS:
+    if not isinstance(implementation, str) or implementation not in IMPLEMENTATIONS:
         raise ValueError(f"implementation must be one of {', '.join(map(repr, IMPLEMENTATIONS))}"
                          f"; got {implementation!r}")
     return str(implementation)

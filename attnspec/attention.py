@@ -252,7 +252,10 @@ def scaled_dot_product_attention(
     Array([[      -inf, 1.09861229]], dtype=array_api_strict.float64)
     """
     cache_key = None
-    if (implementation == "portable" and return_weights is False and dropout_p == 0.0
+    # Type checks first: an array or odd object here goes to the checks, which say what
+    # is wrong, instead of failing in an ``==`` here.
+    if (type(implementation) is str and implementation == "portable"
+            and return_weights is False and type(dropout_p) is float and dropout_p == 0.0
             and _fast.unset(xp, mask, bias, softcap, sinks, alibi_slopes, q_positions,
                             kv_positions, q_segment_ids, kv_segment_ids, score_mod, mask_mod,
                             block_table, kv_lengths, q_lengths, dropout_mask, window)):

@@ -126,3 +126,16 @@ def test_every_option_outside_the_plan_is_seen(rng, option, monkeypatch):
             extra = {other: values[other]}
         attnspec.scaled_dot_product_attention(q, q, q, **{option: values[option]}, **extra)
     assert asked == []
+
+
+@pytest.mark.parametrize(("option", "value", "error", "words"), [
+    ("dropout_p", np.zeros(2), TypeError, "dropout_p must be a float"),
+    ("implementation", np.zeros(2), ValueError, "implementation must be one of"),
+    ("return_weights", np.zeros(2), TypeError, "return_weights"),
+])
+def test_array_valued_flags_get_the_checks_message(rng, option, value, error, words):
+    """An array where a plain value belongs never reaches an ``==`` of the plan test (which
+    would raise NumPy's 'truth value is ambiguous'): the checks name the argument."""
+    q = rng.standard_normal((1, 2, 3, 4))
+    with pytest.raises(error, match=words):
+        attnspec.scaled_dot_product_attention(q, q, q, **{option: value})
