@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +28,7 @@ __all__ = ["main"]
 USAGE_ERROR = 2
 INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
 TERMINATED = 143  # 128 + SIGTERM: stopped by `timeout`, a CI cancel, `docker stop`
+BROKEN_PIPE = 141  # 128 + SIGPIPE: the reader of the output went away (`| head`)
 
 
 class UsageError(Exception):
@@ -153,6 +155,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"attnspec {args.command}: interrupted", file=sys.stderr)
         return INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`attnspec list | head`): stop quietly, as a shell tool does,
+        # instead of a traceback; stdout goes to devnull so the exit's flush cannot raise.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return BROKEN_PIPE
 
 
 def _use_color(choice: str) -> bool:

@@ -30,7 +30,7 @@ def _table() -> dict[int, str]:
 def test_the_table_names_every_status_the_cli_returns():
     assert _table() == {0: "PASSED", 1: "FAILED", 2: "usage error",
                         INSUFFICIENT: "INSUFFICIENT COVERAGE", cli.INTERRUPTED: "INTERRUPTED",
-                        cli.TERMINATED: "INTERRUPTED"}
+                        cli.TERMINATED: "INTERRUPTED", cli.BROKEN_PIPE: "broken pipe"}
     assert (cli.USAGE_ERROR, cli.INTERRUPTED, cli.TERMINATED, INSUFFICIENT) == (2, 130, 143, 3)
 
 
@@ -50,3 +50,20 @@ def test_each_status_from_a_real_run(argv, status, capsys):
         assert "error:" in err
     else:
         assert verdict in out
+
+
+def test_a_reader_that_goes_away_stops_the_output_quietly():
+    """``attnspec list --cases | head -1``: the listing stops with status 141 and no
+    traceback when the reader has closed the pipe (here before the first line, so that the
+    listing cannot fit in the pipe's buffer first)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "attnspec", "list", "--cases"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    proc.stdout.close()  # the reader goes away
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == cli.BROKEN_PIPE
+    assert "Traceback" not in err
