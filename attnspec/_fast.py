@@ -14,6 +14,7 @@ holds a decision that the environment (threads) could change.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, NamedTuple
 
 import array_api_compat
@@ -82,11 +83,9 @@ def remember(cache_key: tuple[Any, ...] | None, problem: Problem, scale: Any) ->
         return
     if len(_PLANS) >= MAX_PLANS:
         _PLANS.clear()
-    call = problem.call
     # No reference to this call's arrays stays behind in the plan.
     template = problem._replace(
-        call=call.__class__(**{**{f: getattr(call, f) for f in call.__dataclass_fields__},
-                               "query": None, "key": None, "value": None}),
+        call=dataclasses.replace(problem.call, query=None, key=None, value=None),
         q=None, k=None, v=None, kt=None)
     _PLANS[cache_key] = Plan(problem.xp, problem.acc, scale, template)
 

@@ -99,7 +99,8 @@ def block_scores(p: Problem, rows: Block, cols: Block) -> Array:
         s = s - p.alibi * xp.abs(to_dtype(xp, rel, p.acc))
     # Not after a score_mod: its result may be a read-only view, not this block's scratch.
     banded = call.causal or call.window is not None
-    cut = p.offset is not None and banded and call.score_mod is None and in_place(s)
+    offset = p.offset if banded and call.score_mod is None and in_place(s) else None
+    cut = offset is not None
     keep = block_keep(
         shape.lq, shape.lk, rows, cols, mask=call.mask, causal=call.causal and not cut,
         window=None if cut else call.window, alignment=call.alignment,
@@ -109,11 +110,11 @@ def block_scores(p: Problem, rows: Block, cols: Block) -> Array:
     if call.mask_mod is not None and indices is not None:
         keep = and_masks(keep, mask_mod_keep(call.mask_mod, shape, rows, cols, indices, xp))
     s = s if keep is None else xp.where(keep, s, -math.inf)
-    if cut and p.offset is not None:
+    if offset is not None:
         # Only the columns the band cuts get its mask (a causal block of 64 rows over 2048
         # keys: 64 of them), written in place; the other columns are inside for every row.
         limits = band_limits(call.causal, call.window)
-        for start, stop in band_cut(rows, cols, p.offset, limits):
+        for start, stop in band_cut(rows, cols, offset, limits):
             part = (..., slice(start - cols[0], stop - cols[0]))
             in_band = band(shape.lq, shape.lk, causal=call.causal, window=call.window,
                            alignment=call.alignment, kv_lengths=None, q_lengths=None, xp=xp,
