@@ -37,13 +37,13 @@ import attnspec
 from .atomic import atomic_open, write_text
 from .cases import Case, CaseKind, make_inputs
 from .catalog import catalog, select
-from .golden import golden, naive
+from .golden import golden, logit_magnitude, naive
 from .gradients import GRAD_OUTPUTS
 from .precision import EPS
 from .report import Report
 from .results import CaseResult, ImplementationInfo, Outcome
 from .schema import read_json
-from .tolerance import TOLERANCES, grade
+from .tolerance import GOLDEN_EPS, TOLERANCES, grade
 
 __all__ = ["FORMAT", "case_filename", "export", "grade_outputs"]
 
@@ -72,6 +72,7 @@ def export(directory: Path, *, full: bool = False, select: Iterable[str] | None 
     for case in _cases(full, select, dtypes, seed):
         inputs = make_inputs(case)
         expected, reference = golden(case, inputs), naive(case, inputs)
+        logits = logit_magnitude(case, inputs, expected)
         arrays: dict[str, np.ndarray] = {}
         options: dict[str, Any] = {}
         if inputs.cotangent is not None:
@@ -92,7 +93,7 @@ def export(directory: Path, *, full: bool = False, select: Iterable[str] | None 
             np.savez_compressed(fh, **arrays)  # type: ignore[arg-type]  # numpy stubs: **kwds
         entries.append({**case.to_json(), "file": f"cases/{filename}", "options": options,
                         "inputs": sorted(k[6:] for k in arrays if k.startswith("input/")),
-                        "outputs": sorted(expected)})
+                        "outputs": sorted(expected), "logit_magnitude": logits})
     manifest = {
         "format": FORMAT,
         "attnspec_version": attnspec.__version__,
@@ -106,11 +107,14 @@ def export(directory: Path, *, full: bool = False, select: Iterable[str] | None 
         },
         "tolerance": {
             "rule": "max|impl - expected| <= k * max|naive - expected| + c * eps * max|expected|"
-                    " over finite expected entries (c_half for float16/bfloat16); "
-                    "non-finite entries must match exactly",
-            "constants": {name: {"k": t.k, "c": t.c, "c_half": t.c_half}
+                    " + g * eps64 * logit_magnitude * max|expected| over finite expected "
+                    "entries (c_half for float16/bfloat16; logit_magnitude per case: the "
+                    "golden's own rounding of its scores); non-finite entries must match "
+                    "exactly",
+            "constants": {name: {"k": t.k, "c": t.c, "c_half": t.c_half, "g": t.g}
                           for name, t in TOLERANCES.items()},
             "eps": EPS,
+            "eps64": GOLDEN_EPS,
         },
         "cases": entries,
     }
@@ -245,7 +249,7 @@ def _grade_file(case: Case, path: Path, result: CaseResult) -> None:
     if prepared.error:
         result.outcome, result.message = Outcome.ERROR, prepared.error
         return
-    g = grade(case, got, {}, prepared.golden or {}, prepared.naive or {})
+    g = grade(case, got, {}, prepared.golden or {}, prepared.naive or {}, prepared.logits)
     result.outcome = Outcome.PASS if g.passed else Outcome.FAIL
     result.max_error, result.tolerance, result.ratio = g.max_error, g.tolerance, g.ratio
     result.message = g.message

@@ -26,7 +26,7 @@ from .cases import SOFTMAX_OPS, Case, Inputs
 from .input_forms import PAGE_SIZE
 from .precision import round_to, working_dtype
 
-__all__ = ["GoldenMismatchError", "golden", "naive"]
+__all__ = ["GoldenMismatchError", "golden", "logit_magnitude", "naive"]
 
 Outputs = dict[str, np.ndarray]
 
@@ -75,6 +75,31 @@ def _golden(case: Case, inputs: Inputs) -> Outputs:
         result["weights"] = paged_keys(weights, inputs)
     _check_closed_forms(case, base, result)
     return result
+
+
+def logit_magnitude(case: Case, inputs: Inputs, expected: Outputs) -> float:
+    """``L`` of the tolerance rule: how large the logits that carry weight are, so that the
+    golden's own rounding of them (``eps64 * L``) can be allowed for.
+
+    Attention: the largest finite ``|lse|`` of the golden (a row's lse lies between its
+    largest attended score and that plus ``log Lk``; scores more than ~37 below it carry
+    no float64 weight). Softmax ops: the largest finite ``|x|`` the ``where`` keeps.
+    ``mha``: 0 (its projections keep the logits near 1 in every catalog case). Masked-out
+    and padding entries never count, so NaN or 1e300 placed there (poison cases) cannot
+    widen the bound.
+    """
+    if case.op in SOFTMAX_OPS:
+        x = np.asarray(inputs.originals["x"], dtype=np.float64)
+        kept = np.isfinite(x)
+        if "where" in inputs.originals:
+            kept &= np.asarray(inputs.originals["where"], dtype=bool)
+        return float(np.max(np.abs(x[kept]))) if kept.any() else 0.0
+    lse = expected.get("lse")
+    if lse is None:
+        return 0.0
+    lse = np.asarray(lse, dtype=np.float64)
+    finite = np.isfinite(lse)
+    return float(np.max(np.abs(lse[finite]))) if finite.any() else 0.0
 
 
 def _check_closed_forms(case: Case, inputs: Inputs, result: Outputs) -> None:

@@ -76,7 +76,7 @@ def _judge(case: Case, reply: Reply, prepared: Prepared) -> Verdict:
     try:
         with quiet():
             g = grade(case, output.outputs, output.dtypes, prepared.golden or {},
-                      prepared.naive or {})
+                      prepared.naive or {}, prepared.logits)
     except Exception as exc:
         return Verdict(Outcome.ERROR, f"internal error of attnspec while grading: "
                                       f"{RaisedError.from_exception(exc)}")

@@ -50,6 +50,8 @@ class Prepared:
     golden: dict[str, np.ndarray] | None = None
     naive: dict[str, np.ndarray] | None = None
     error: str | None = None
+    #: The logit magnitude ``L`` of the tolerance rule (golden.logit_magnitude).
+    logits: float = 0.0
 
 
 @dataclass
@@ -73,7 +75,7 @@ class CaseCache:
 
 def prepare(case: Case) -> Prepared:
     """Make a case's inputs and (for value cases) its golden and naive references."""
-    from .golden import GoldenMismatchError, golden, naive
+    from .golden import GoldenMismatchError, golden, logit_magnitude, naive
 
     try:
         with quiet():
@@ -89,7 +91,9 @@ def prepare(case: Case) -> Prepared:
         return Prepared(inputs, {}, {})
     try:
         with quiet():
-            return Prepared(inputs, golden(case, inputs), naive(case, inputs))
+            expected = golden(case, inputs)
+            return Prepared(inputs, expected, naive(case, inputs),
+                            logits=logit_magnitude(case, inputs, expected))
     except GoldenMismatchError as exc:
         return Prepared(error=f"internal error of attnspec (the golden reference disagrees "
                               f"with its closed form): GoldenMismatchError: {exc}")
