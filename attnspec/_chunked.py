@@ -4,8 +4,9 @@ working memory is one block of scores instead of the whole ``Lq x Lk`` matrix.
 Blocks that lie entirely outside the causal/window band are skipped by shape arithmetic;
 the loops run over static shapes only, so the path traces under ``jax.jit`` and stays lazy
 on Dask. On eager arrays it also skips the blocks that the per-token inputs empty (a packed
-batch's blocks across two segments, positions outside the band), which it reads from the
-data once per call: the work of a packed batch follows its real tokens. Numerically it
+batch's blocks across two segments, positions outside the band) and the keys and rows past
+every batch entry's ``kv_lengths``/``q_lengths``, which it reads from the data once per
+call: the work of a packed or padded batch follows its real tokens. Numerically it
 differs from the direct path only by rounding (the running sum is rescaled once per key
 block).
 """
@@ -54,6 +55,11 @@ def chunked(p: Problem, block_q: int, block_k: int) -> list[Array]:
              if eager and p.tokens is not None else set())
     if eager and call.mask_mod is not None and len(row_blocks) * len(col_blocks) > 1:
         empty |= _mask_mod_empty(p, row_blocks, col_blocks, empty)
+    # Keys past every batch entry's kv_lengths and rows past every q_lengths are padding for
+    # all of them (ATT-LEN-1/2): on eager arrays they are never computed, so a padded batch
+    # costs its longest sequence, not the padded length.
+    kv_stop = _longest(call.kv_lengths, shape.lk, xp) if eager else shape.lk
+    q_stop = _longest(call.q_lengths, shape.lq, xp) if eager else shape.lq
     lives = []
     for r, rows in enumerate(row_blocks):
         live = [c for k, c in enumerate(col_blocks)
@@ -61,6 +67,8 @@ def chunked(p: Problem, block_q: int, block_k: int) -> list[Array]:
         if offset is not None:
             live = [c for c in (band_columns(rows, c, offset, limits) for c in live)
                     if c[0] < c[1]]
+        live = [] if rows[0] >= q_stop else [(a, min(b, kv_stop)) for a, b in live
+                                              if a < kv_stop]
         lives.append(live)
 
     def row_block(r: int) -> tuple[Array, Array | None, Array | None]:
@@ -85,6 +93,14 @@ def chunked(p: Problem, block_q: int, block_k: int) -> list[Array]:
     if return_weights:
         results.append(output(p, xp.concat(weight_rows, axis=-2)))
     return results
+
+
+def _longest(lengths: Array | None, length: int, xp: Namespace) -> int:
+    """The largest of ``lengths`` clipped to ``[0, length]`` (``length`` when not given), read
+    from an eager array once per call."""
+    if lengths is None or 0 in lengths.shape:
+        return length
+    return min(length, max(0, int(xp.max(lengths))))
 
 
 def _ranges(x: Array | None, blocks: list[Block], axis: int, xp: Namespace,
