@@ -21,7 +21,7 @@ from . import _parallel
 from ._blocks import Block, Tokens, band_columns, band_limits, block_outside_band, static_offset
 from ._mods import mask_mod_keep, mod_indices
 from ._namespace import Array, Namespace
-from ._normalizer import Normalizer, log_normalizer, max_along
+from ._normalizer import Normalizer, log_normalizer, max_along, safe_sum, shift_of
 from ._problem import (
     Problem,
     block_scores,
@@ -181,7 +181,7 @@ def _online(p: Problem, rows: Block, cols: list[Block]) -> tuple[Array, Normaliz
         # starts from it, and an empty row ends with out 0 and lse = sink.
         n_rows = rows[1] - rows[0]
         row_max = xp.broadcast_to(p.sinks, (*shape.batch, shape.hq, n_rows, 1))
-        shift = xp.where(row_max == -math.inf, 0.0, row_max)
+        shift = shift_of(row_max, xp)
         total = xp.exp(row_max - shift)
         acc = xp.zeros((*shape.batch, shape.hq, n_rows, shape.dv), dtype=p.acc,
                        device=p.device)
@@ -189,7 +189,7 @@ def _online(p: Problem, rows: Block, cols: list[Block]) -> tuple[Array, Normaliz
         s = block_scores(p, rows, block)
         block_max = max_along(s, -1, xp)
         new_max = block_max if row_max is None else xp.maximum(row_max, block_max)
-        shift = xp.where(new_max == -math.inf, 0.0, new_max)
+        shift = shift_of(new_max, xp)
         if in_place(s):
             s -= shift  # s is this block's own scratch array
             e = xp.exp(s)
@@ -220,7 +220,7 @@ def _online(p: Problem, rows: Block, cols: list[Block]) -> tuple[Array, Normaliz
         total = shift = xp.zeros(stats, dtype=p.acc, device=p.device)
         acc = xp.zeros((*shape.batch, shape.hq, n_rows, shape.dv), dtype=p.acc,
                        device=p.device)
-    safe_total = xp.where(total == 0.0, 1.0, total)
+    safe_total = safe_sum(total, xp)
     if in_place(acc):
         acc /= safe_total
         return acc, Normalizer(None, total, safe_total, shift, row_max)

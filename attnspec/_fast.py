@@ -1,15 +1,18 @@
 """Repeated plain calls without repeating their checks (decode: one call per token per layer).
 
-A plain call sets nothing beyond ``causal``, ``alignment``, ``scale``, ``return_lse`` and
-``chunk_size``. Everything its checks and its plan depend on is then in the types, shapes,
-dtypes and devices of ``query``/``key``/``value`` and those five values: the first call
-with a given combination runs every check (:func:`attnspec._call.attention_call`) and, when
-the direct path takes it, leaves the :class:`~._problem.Problem` it built, without its
-arrays, as the plan of the next ones. A later call with the same combination only converts
-its arrays and runs the direct path: measured on 2 cores, NumPy (1, 1, 1, 8) went from
-60 us to about 15 us above the bare NumPy expression. Calls the chunked path takes
-(large ones: the checks are a vanishing part of them) are never cached, so a plan never
-holds a decision that the environment (threads) could change.
+A plain call sets nothing beyond ``causal``, ``alignment``, ``scale``, ``return_lse``,
+``chunk_size`` and ``implementation``. Everything its checks and its plan depend on is then
+in the types, shapes, dtypes and devices of ``query``/``key``/``value`` and those six
+values: the first call with a given combination runs every check
+(:func:`attnspec._call.attention_call`) and, when the direct path takes it, leaves the
+:class:`~._problem.Problem` it built, without its arrays, as the plan of the next ones; when
+a native kernel takes it (:mod:`attnspec.native` decides on static facts only), the kernel
+and its :class:`~attnspec.native.NativeCall` without arrays are the plan. A later call with
+the same combination only converts its arrays and runs the direct path or the kernel:
+measured on 2 cores, NumPy (1, 1, 1, 8) went from 60 us to about 15 us above the bare NumPy
+expression, and torch's ``implementation="native"`` from 66 us to 19 us (SDPA alone 5 us).
+Calls the chunked path takes (large ones: the checks are a vanishing part of them) are never
+cached, so a plan never holds a decision that the environment (threads) could change.
 """
 
 from __future__ import annotations
@@ -35,7 +38,9 @@ class Plan(NamedTuple):
     xp: Namespace
     acc: Any  # the accumulation dtype
     scale: Any  # multiplied into q, or None when the direct path scales the scores
-    problem: Problem  # without q, k, v; its call without query, key, value
+    problem: Problem | None  # without q, k, v; its call without query, key, value
+    kernel: Any = None  # the native kernel that takes these calls (then problem is None)
+    native: Any = None  # its NativeCall without query, key, value
 
 
 _PLANS: dict[tuple[Any, ...], Plan] = {}
@@ -90,11 +95,32 @@ def remember(cache_key: tuple[Any, ...] | None, problem: Problem, scale: Any) ->
     _PLANS[cache_key] = Plan(problem.xp, problem.acc, scale, template)
 
 
+def remember_native(cache_key: tuple[Any, ...] | None, kernel: Any, call: Any) -> None:
+    """Keep the native kernel that took a plain call (and its call without arrays) as the
+    plan of the next calls with the same key."""
+    if cache_key is None or call.kv_lengths is not None:
+        return
+    if len(_PLANS) >= MAX_PLANS:
+        _PLANS.clear()
+    _PLANS[cache_key] = Plan(call.xp, None, None, None, kernel,
+                             call._replace(query=None, key=None, value=None))
+
+
+def clear() -> None:
+    """Forget every plan (a kernel registered at run time may change what ``auto`` takes)."""
+    _PLANS.clear()
+
+
+def native_call_of(plan: Plan, query: Array, key: Array, value: Array) -> Any:
+    return plan.native._replace(query=query, key=key, value=value)
+
+
 _Q, _K, _V = (Problem._fields.index(name) for name in ("q", "k", "v"))
 
 
 def problem_of(plan: Plan, query: Array, key: Array, value: Array) -> Problem:
     xp, acc = plan.xp, plan.acc
+    assert plan.problem is not None
     q = query if query.dtype == acc else xp.astype(query, acc)
     if plan.scale is not None:
         q = q * plan.scale

@@ -1,9 +1,17 @@
 """The one max-subtracted exponential behind softmax, log_softmax, logsumexp and attention.
 
 Rows where every entry is ``-inf`` are "empty": they carry no mass. Every quotient and
-logarithm below goes through a ``where`` on both sides (the "double where"), so that empty
-rows give 0 / -inf in the forward pass and exactly zero gradients in the backward pass,
-instead of the 0/0 and log(0) that would poison autograd with NaN.
+logarithm below is guarded on both sides (the "double where"), so that empty rows give 0 /
+-inf in the forward pass and exactly zero gradients in the backward pass, instead of the 0/0
+and log(0) that would poison autograd with NaN.
+
+The guards are floors, not ``where``: the shift is the row max floored at the dtype's lowest
+finite value (an empty row's ``-inf`` becomes finite, every other max stays), and the sum is
+floored at 1/2 (a row that is not empty sums to at least 1, the ``exp(0)`` of its max, so the
+floor only ever touches the empty rows' 0 and never ties with a real sum: its gradient is
+passed whole, and an empty row's is 0). NaN passes through both. A floor is one array
+operation where ``where(x == c, ...)`` is two: on a one-element call that is 0.8 us against
+2.3 us on NumPy and 2.9 us against 7.8 us on torch (decode calls are mostly such overheads).
 """
 
 from __future__ import annotations
@@ -15,12 +23,48 @@ import array_api_compat
 
 from ._namespace import Array, Namespace
 
+#: A non-empty row's sum is >= 1; empty rows' 0 is floored to this (see the module's note).
+TOTAL_FLOOR = 0.5
+#: Keyed by (namespace, dtype): array-api-strict's dtypes warn when compared with NumPy's.
+_LOWEST: dict[tuple[object, object], float] = {}
+
+
+def at_least(x: Array, low: float, xp: Namespace) -> Array:
+    """``max(x, low)``, NaN kept. ``maximum`` and ``clip`` compute the same; the cheaper one
+    differs: array-api-compat's NumPy ``clip`` is Python code (9 us on one element against
+    0.8 us for ``maximum``), its torch ``maximum`` wraps the scalar in a tensor (10 us
+    against 2.9 us for ``clip``)."""
+    if array_api_compat.is_numpy_namespace(xp):
+        return xp.maximum(x, low)
+    return xp.clip(x, min=low)
+
+
+def lowest(x: Array, xp: Namespace) -> float:
+    """The most negative finite value of ``x``'s dtype (cached per dtype)."""
+    key = (xp, x.dtype)
+    try:
+        return _LOWEST[key]
+    except KeyError:
+        value = _LOWEST[key] = float(xp.finfo(x.dtype).min)
+        return value
+
+
+def shift_of(row_max: Array, xp: Namespace) -> Array:
+    """The row max to subtract: finite for empty rows (whose ``-inf - shift`` stays ``-inf``),
+    unchanged otherwise (NaN and +inf included)."""
+    return at_least(row_max, lowest(row_max, xp), xp)
+
+
+def safe_sum(total: Array, xp: Namespace) -> Array:
+    """``total`` with empty rows' 0 floored to 1/2: safe to divide by and take the log of."""
+    return at_least(total, TOTAL_FLOOR, xp)
+
 
 class Normalizer(NamedTuple):
     exp: Array  # exp(x - shift), 0 at -inf entries
     total: Array  # sum of exp along the axis (keepdims), 0 for empty rows
-    safe_total: Array  # total with empty rows set to 1, safe to divide by and take log of
-    shift: Array  # row max, 0 for empty rows (keepdims)
+    safe_total: Array  # total with empty rows' 0 floored to 1/2: safe to divide, take log of
+    shift: Array  # row max, the dtype's lowest value for empty rows (keepdims)
     row_max: Array  # the raw row max: -inf for empty rows, +inf or NaN where present
 
 
@@ -41,14 +85,13 @@ def normalizer(x: Array, axis: int, xp: Namespace, sink: Array | None = None) ->
     row_max = max_along(x, axis, xp)
     if sink is not None:
         row_max = xp.maximum(row_max, sink)
-    shift = xp.where(row_max == -math.inf, 0.0, row_max)
+    shift = shift_of(row_max, xp)
     # A +inf entry gives inf - inf = NaN here, which is the specified result (SMX-4).
     e = xp.exp(x - shift)
     total = xp.sum(e, axis=axis, keepdims=True)
     if sink is not None:
         total = total + xp.exp(sink - shift)  # exp(-inf) = 0: a -inf sink is no sink
-    safe_total = xp.where(total == 0.0, 1.0, total)
-    return Normalizer(e, total, safe_total, shift, row_max)
+    return Normalizer(e, total, safe_sum(total, xp), shift, row_max)
 
 
 def log_normalizer(n: Normalizer, xp: Namespace) -> Array:

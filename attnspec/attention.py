@@ -254,15 +254,17 @@ def scaled_dot_product_attention(
     cache_key = None
     # Type checks first: an array or odd object here goes to the checks, which say what
     # is wrong, instead of failing in an ``==`` here.
-    if (type(implementation) is str and implementation == "portable"
+    if (type(implementation) is str and implementation in _IMPLEMENTATIONS
             and return_weights is False and type(dropout_p) is float and dropout_p == 0.0
             and _fast.unset(xp, mask, bias, softcap, sinks, alibi_slopes, q_positions,
                             kv_positions, q_segment_ids, kv_segment_ids, score_mod, mask_mod,
                             block_table, kv_lengths, q_lengths, dropout_mask, window)):
-        cache_key = _fast.key_of(query, key, value,
-                                 (causal, alignment, scale, return_lse, chunk_size))
+        cache_key = _fast.key_of(query, key, value, (causal, alignment, scale, return_lse,
+                                                     chunk_size, implementation))
         plan = _fast.lookup(cache_key)
         if plan is not None:  # this combination passed every check before (attnspec._fast)
+            if plan.kernel is not None:
+                return plan.kernel(_fast.native_call_of(plan, query, key, value))
             results = direct(_fast.problem_of(plan, query, key, value))
             return results[0] if len(results) == 1 else tuple(results)
     arguments = {name: value for name, value in locals().items() if name in _PARAMETERS}
@@ -272,6 +274,7 @@ def scaled_dot_product_attention(
         if kernel is not None:
             k, v = _zero_past_lengths(call.key, call.value, call.kv_lengths, call.shape.lk,
                                       call.xp, call.device)
+            _fast.remember_native(cache_key, kernel, native_call)
             return kernel(native_call._replace(key=k, value=v))
         if call.implementation == "native":
             raise ValueError(f"implementation='native': no native kernel takes this call "
@@ -391,6 +394,7 @@ _SIGNATURE = inspect.signature(scaled_dot_product_attention)
 _OPTIONS = frozenset(name for name, parameter in _SIGNATURE.parameters.items()
                      if parameter.kind is inspect.Parameter.KEYWORD_ONLY)
 _PARAMETERS = frozenset(_SIGNATURE.parameters)
+_IMPLEMENTATIONS = frozenset(call_check.IMPLEMENTATIONS)
 
 
 def bind(query: Array, key: Array, value: Array, /, **options: Any) -> dict[str, Any]:

@@ -94,6 +94,9 @@ def register(kernel: NativeKernel) -> None:
             raise TypeError(f"kernel must have a {attr!r} attribute (see NativeKernel); "
                             f"got {type(kernel).__name__}")
     _registered.insert(0, kernel)
+    from . import _fast
+
+    _fast.clear()  # plans made before may name another kernel or none
 
 
 def kernels() -> list[NativeKernel]:

@@ -139,3 +139,85 @@ def test_array_valued_flags_get_the_checks_message(rng, option, value, error, wo
     q = rng.standard_normal((1, 2, 3, 4))
     with pytest.raises(error, match=words):
         attnspec.scaled_dot_product_attention(q, q, q, **{option: value})
+
+
+class _CountingKernel:
+    """A native kernel for NumPy arrays that records its calls (and computes via attnspec)."""
+
+    name = "test.counting"
+    exact = True
+
+    def __init__(self):
+        self.calls = []
+
+    def handles(self, xp):
+        return "numpy" in xp.__name__
+
+    def decline(self, call):
+        return None
+
+    def __call__(self, call):
+        self.calls.append(call)
+        return attnspec.scaled_dot_product_attention(call.query, call.key, call.value,
+                                                     causal=call.causal, scale=call.scale)
+
+
+def test_a_native_plan_runs_the_kernel_on_the_new_arrays(rng, monkeypatch):
+    """A plain call that a native kernel took keeps the kernel as its plan: the next call
+    runs it on its own arrays (not the first call's), with the checked call's options."""
+    from attnspec import native
+
+    monkeypatch.setattr(native, "_registered", [])
+    monkeypatch.setattr(native, "_loaded", True)
+    kernel = _CountingKernel()
+    native.register(kernel)
+    q, k, v = (rng.standard_normal((1, 2, 4, 8)) for _ in range(3))
+    attnspec.scaled_dot_product_attention(q, k, v, causal=True, implementation="native")
+    assert _fast._PLANS, "the native call left no plan"
+    q2, k2, v2 = (rng.standard_normal((1, 2, 4, 8)) for _ in range(3))
+    got = attnspec.scaled_dot_product_attention(q2, k2, v2, causal=True,
+                                                implementation="native")
+    assert len(kernel.calls) == 2
+    assert kernel.calls[1].query is q2
+    assert kernel.calls[1].causal is True
+    want = attnspec.scaled_dot_product_attention(q2, k2, v2, causal=True)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_registering_a_kernel_forgets_the_plans(rng, monkeypatch):
+    """A plan made before a kernel was registered would keep 'auto' on the portable path."""
+    from attnspec import native
+
+    monkeypatch.setattr(native, "_registered", [])
+    monkeypatch.setattr(native, "_loaded", True)
+    q = rng.standard_normal((1, 1, 2, 4))
+    attnspec.scaled_dot_product_attention(q, q, q, implementation="auto")
+    kernel = _CountingKernel()
+    native.register(kernel)
+    attnspec.scaled_dot_product_attention(q, q, q, implementation="auto")
+    assert len(kernel.calls) == 1
+
+
+def test_native_without_a_kernel_raises_every_time(rng):
+    """No plan is made for a call that no kernel takes: every 'native' call says why."""
+    q = rng.standard_normal((1, 1, 2, 4))
+    for _ in range(2):
+        with pytest.raises(ValueError, match="no native kernel takes this call"):
+            attnspec.scaled_dot_product_attention(q, q, q, implementation="native")
+
+
+def test_a_native_plan_holds_no_array(rng, monkeypatch):
+    from attnspec import native
+
+    monkeypatch.setattr(native, "_registered", [])
+    monkeypatch.setattr(native, "_loaded", True)
+    kernel = _CountingKernel()
+    native.register(kernel)
+    q, k, v = (rng.standard_normal((1, 2, 3, 4)) for _ in range(3))
+    refs = [weakref.ref(x) for x in (q, k, v)]
+    attnspec.scaled_dot_product_attention(q, k, v, implementation="native")
+    assert len(kernel.calls) == 1
+    kernel.calls.clear()  # the test's own record; the plan must hold nothing else
+    del q, k, v
+    gc.collect()
+    assert all(r() is None for r in refs)
