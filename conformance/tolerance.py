@@ -163,7 +163,7 @@ def grade(
             return Grade(False, err / scale, bound / scale, ratio,
                          f"{name}: max error {err:.3g} > tolerance {bound:.3g} "
                          f"({tol.k:g} x naive {err_naive:.3g} + {tol.floor(case.dtype):g} eps x "
-                         f"{scale:.3g}{_golden_term(tol, logits, golden_error)}); "
+                         f"{scale:.3g}{_golden_term(tol, logits, golden_error, bound)}); "
                          f"ratio {ratio:.3g}", errors)
         if ratio >= worst.ratio:
             worst = Grade(True, err / scale, bound / scale, ratio, "")
@@ -177,7 +177,9 @@ def grade(
     return worst
 
 
-def _golden_term(tol: Tolerance, logits: float, golden_error: float) -> str:
-    if not logits:
+def _golden_term(tol: Tolerance, logits: float, golden_error: float, bound: float) -> str:
+    """The golden-error term as the message shows it: only where it is part of the bound
+    (float64 at large logits; below float64 it is ~1e-9 of the bound)."""
+    if golden_error < 0.01 * bound:
         return ""
     return f" + {tol.g:g} eps64 x logits {logits:.3g} x max|golden| = {golden_error:.3g}"

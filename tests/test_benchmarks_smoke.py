@@ -158,3 +158,16 @@ def test_varlen_benchmark_runs_and_checks_its_answers() -> None:
     row = next(line for line in proc.stdout.splitlines() if line.startswith("numpy"))
     tokens = float(row.split()[4])  # the times (columns 1-3) are printed, never asserted
     assert 0.3 < tokens < 0.7  # about half the padded tokens are real
+
+
+def test_exp_underflow_benchmark_prints_a_row_per_input() -> None:
+    """``benchmarks/exp_underflow.py``: three rows (ordinary, -inf, subnormal arguments) per
+    library, each with a time per element and a ratio to the ordinary case; the figures
+    themselves are not asserted."""
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "exp_underflow.py")],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("numpy")]
+    assert len(rows) == 3
+    assert rows[0].endswith("1.0x")  # the ordinary case against itself
+    assert all("ns/element" in row for row in rows)

@@ -200,6 +200,10 @@ GRADCHECK_CASES = {
         "alignment": "lower_right",
     },
     "mask_empty_row": {"mask": np.array([[1, 1, 0, 1, 0], [0, 0, 0, 0, 0], [1, 0, 0, 0, 1]], bool)},
+    # Rows with one key: their sum is exactly exp(0) = 1, next to the divisor's floor (1/2,
+    # attnspec/_normalizer.py), and their output is that key's value row.
+    "mask_one_key_rows": {"mask": np.array([[0, 0, 1, 0, 0], [1, 0, 0, 0, 0],
+                                            [0, 1, 0, 1, 1]], bool)},
     "dropout": {
         "dropout_p": 0.4,
         "dropout_mask": np.random.default_rng(7).random((2, 2, 3, 5)) < 0.6,
