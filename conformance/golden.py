@@ -66,6 +66,9 @@ def _golden(case: Case, inputs: Inputs) -> Outputs:
             raise GoldenMismatchError(f"{case.id}: the golden gradients disagree with central "
                                       f"differences of the golden forward: {problem}")
         result.update(grads)
+    # The closed forms are of the untransformed inputs (``base``): checked before the
+    # transform moves lse (shift) or the weights' columns (permute, paged).
+    _check_closed_forms(case, base, result)
     p = case.params
     if isinstance(p, AttentionParams) and p.transform == "shift":
         result["lse"] = lse + p.shift
@@ -73,7 +76,6 @@ def _golden(case: Case, inputs: Inputs) -> Outputs:
         result["weights"] = weights[..., inputs.permutation]
     elif isinstance(p, AttentionParams) and p.transform == "paged":
         result["weights"] = paged_keys(weights, inputs)
-    _check_closed_forms(case, base, result)
     return result
 
 

@@ -177,3 +177,30 @@ def test_logit_magnitude_of_softmax_is_the_largest_kept_input():
 def test_the_term_is_negligible_below_float64():
     """In float32 the golden's error is 2^-29 of the c floor: the rule there is unchanged."""
     assert TOLERANCES["out"].g * GOLDEN_EPS * 1e4 < TOLERANCES["out"].c * 2.0**-23
+
+
+def test_shifted_float64_logits_pass_correct_kernels_and_keep_their_closed_form():
+    """A float64 case whose logits all sit near 1e4 (the ``shift`` transform) with one key:
+    the golden agrees with its closed form (lse = the one score + the shift; this needs the
+    closed form checked before the shift is applied), and correct kernels pass the
+    golden-error term's bound."""
+    from attnspec.conformance.case_params import params_for
+    from attnspec.conformance.cases import Case
+
+    for lk, shift in ((1, 1e4), (9, 1e4), (9, 1e2)):
+        params = {"batch": [2], "hq": 2, "hkv": 2, "lq": 4, "lk": lk, "dk": 16, "dv": 16,
+                  "transform": "shift", "shift": shift}
+        case = Case(id=f"shift-{lk}-{shift}", op="attention", rules=("ATT-PROP-3",),
+                    dtype="float64", params=params_for("attention", params))
+        prepared = prepare(case)
+        assert prepared.error is None, prepared.error
+        inputs = prepared.inputs
+        q, k, v, bias = (np.asarray(inputs[n]) for n in ("query", "key", "value", "bias"))
+        if lk == 1:
+            s = np.sum(q * k, axis=-1) / 4.0 + shift
+            np.testing.assert_allclose(prepared.golden["lse"], s, rtol=1e-15)
+        import attnspec
+
+        out = attnspec.scaled_dot_product_attention(q, k, v, bias=bias)
+        g = grade(case, {"out": out}, {}, prepared.golden, prepared.naive, prepared.logits)
+        assert g.passed, g.message
