@@ -168,6 +168,22 @@ def slow(query: Any, key: Any, value: Any, **kwargs: Any) -> Any:
 
 slow.attnspec_capabilities = CAPABILITIES
 
+_CALLS_HERE = [0]
+
+
+def stalls_after_two(query: Any, key: Any, value: Any, **kwargs: Any) -> Any:
+    """Right for its first two calls in a process; every later call waits ten minutes. A run
+    of it is still going when a test's signal arrives after the second result, however late
+    a loaded machine delivers it (a merely slow implementation let a starved test's Ctrl-C
+    arrive after the last case: the run ended with exit 0)."""
+    _CALLS_HERE[0] += 1
+    if _CALLS_HERE[0] > 2:
+        time.sleep(600)
+    return attnspec.scaled_dot_product_attention(query, key, value, **kwargs)
+
+
+stalls_after_two.attnspec_capabilities = CAPABILITIES
+
 
 def _only_in(pid: int) -> FailsInWorker:
     if os.getpid() != pid:

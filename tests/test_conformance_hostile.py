@@ -286,8 +286,9 @@ def test_sigint_leaves_a_valid_partial_json_report(tmp_path):
     results so far, marked interrupted; no temporary file and no worker is left."""
     paths = {fmt: tmp_path / f"out.{fmt}" for fmt in ("json", "md", "html")}
     paths["json"].write_text("an older report\n")
-    argv = [sys.executable, "-m", "attnspec.conformance.cli", "check", "runner_impls:slow",
-            "--select", "score/*", "--dtype", "float32", "--no-fingerprint", "--color", "never",
+    argv = [sys.executable, "-m", "attnspec.conformance.cli", "check",
+            "runner_impls:stalls_after_two", "--select", "score/*", "--dtype", "float32",
+            "--no-fingerprint", "--color", "never", "--timeout", "900",
             "--json", str(paths["json"]), "--markdown", str(paths["md"]),
             "--html", str(paths["html"])]
     proc = subprocess.Popen(argv, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -313,8 +314,9 @@ def test_sigint_leaves_a_valid_partial_json_report(tmp_path):
     done = data["results"]
     assert 2 <= len(done) < total
     assert {r["outcome"] for r in done} == {"pass"}
-    assert {r["implementation"] for r in done} == {"runner_impls:slow"}
-    assert [i["name"] for i in data["implementations"]] == ["runner_impls:slow"]
+    assert {r["implementation"] for r in done} == {"runner_impls:stalls_after_two"}
+    assert [i["name"] for i in data["implementations"]] == [
+        "runner_impls:stalls_after_two"]
     assert "INTERRUPTED" in paths["md"].read_text()
     assert "INTERRUPTED" in paths["html"].read_text()
     assert "INTERRUPTED" in stdout

@@ -46,8 +46,9 @@ def _group_gone(pgid: int, deadline: float) -> bool:
 
 def test_sigterm_writes_the_partial_report_and_exits_143(tmp_path):
     report = tmp_path / "r.json"
-    argv = [sys.executable, "-m", "attnspec.conformance.cli", "check", "runner_impls:slow",
-            "--select", "score/*", "--dtype", "float32", "--no-fingerprint", "--color", "never",
+    argv = [sys.executable, "-m", "attnspec.conformance.cli", "check",
+            "runner_impls:stalls_after_two", "--select", "score/*", "--dtype", "float32",
+            "--no-fingerprint", "--color", "never", "--timeout", "900",
             "--json", str(report), "--markdown", str(tmp_path / "r.md")]
     proc = subprocess.Popen(argv, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
