@@ -280,6 +280,10 @@ def _lines(stream, sink):
     sink.put(None)
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_sigint_leaves_a_valid_partial_json_report(tmp_path):
     """Ctrl-C (SIGINT to the process group, as a terminal sends it) in the middle of
     `attnspec check`: exit status 130, and the JSON, Markdown and HTML reports hold the
@@ -291,8 +295,11 @@ def test_sigint_leaves_a_valid_partial_json_report(tmp_path):
             "--no-fingerprint", "--color", "never", "--timeout", "900",
             "--json", str(paths["json"]), "--markdown", str(paths["md"]),
             "--html", str(paths["html"])]
+    # As a terminal's foreground job: SIGINT at its default. A test run started in the
+    # background of a non-interactive shell (`cmd &`) inherits SIGINT ignored, and an
+    # ignored SIGINT stays ignored across exec (Python then installs no KeyboardInterrupt).
     proc = subprocess.Popen(argv, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+                            text=True, start_new_session=True, preexec_fn=_default_sigint)
     progress: queue.Queue = queue.Queue()
     threading.Thread(target=_lines, args=(proc.stderr, progress), daemon=True).start()
     try:
