@@ -20,7 +20,7 @@ import array_api_compat
 from . import _parallel
 from ._blocks import Block, Tokens, band_columns, band_limits, block_outside_band, static_offset
 from ._mods import mask_mod_keep, mod_indices
-from ._namespace import Array, Namespace
+from ._namespace import Array, Namespace, concrete
 from ._normalizer import Normalizer, log_normalizer, max_along, safe_sum, shift_of
 from ._problem import (
     Problem,
@@ -47,19 +47,20 @@ def chunked(p: Problem, block_q: int, block_k: int) -> list[Array]:
     col_blocks = _blocks(shape.lk, block_k)
     row_blocks = _blocks(shape.lq, block_q)
     eager = not array_api_compat.is_lazy_array(p.k)
+    readable = concrete(p.k)  # values may be read to skip work (not under a tracer)
     if len(row_blocks) > 1 and eager:
         p = p._replace(kt=transposed_copy(p.k, xp))
     if eager:
         p = p._replace(offset=offset)
     empty = (_token_empty(p.tokens, row_blocks, col_blocks, limits, xp)
-             if eager and p.tokens is not None else set())
-    if eager and call.mask_mod is not None and len(row_blocks) * len(col_blocks) > 1:
+             if readable and p.tokens is not None else set())
+    if readable and call.mask_mod is not None and len(row_blocks) * len(col_blocks) > 1:
         empty |= _mask_mod_empty(p, row_blocks, col_blocks, empty)
     # Keys past every batch entry's kv_lengths and rows past every q_lengths are padding for
     # all of them (ATT-LEN-1/2): on eager arrays they are never computed, so a padded batch
     # costs its longest sequence, not the padded length.
-    kv_stop = _longest(call.kv_lengths, shape.lk, xp) if eager else shape.lk
-    q_stop = _longest(call.q_lengths, shape.lq, xp) if eager else shape.lq
+    kv_stop = _longest(call.kv_lengths, shape.lk, xp) if readable else shape.lk
+    q_stop = _longest(call.q_lengths, shape.lq, xp) if readable else shape.lq
     lives = []
     for r, rows in enumerate(row_blocks):
         live = [c for k, c in enumerate(col_blocks)

@@ -7,6 +7,7 @@ nothing under ``jax.jit`` and never computes a Dask graph.
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Mapping
 from types import ModuleType
 from typing import Any, Literal, TypeAlias, cast
@@ -186,3 +187,20 @@ def is_integer(xp: Namespace, dtype: Any) -> bool:
 def to_dtype(xp: Namespace, x: Array, dtype: Any) -> Array:
     """``astype`` that returns ``x`` itself when no conversion is needed."""
     return x if x.dtype == dtype else xp.astype(x, dtype)
+
+
+def concrete(x: Array) -> bool:
+    """Whether ``x``'s values can be read now: not a lazy or traced array (Dask, JAX, which
+    array-api-compat calls lazy) and not a tensor torch.compile is tracing. Code that reads
+    values to skip work (padding, segments, pages) asks this first; under a tracer it keeps
+    the data-independent path, so ``torch.compile(fullgraph=True)`` and ``jax.jit`` still
+    capture one graph. torch is looked up among the loaded modules, never imported: a torch
+    tensor exists only where torch was imported already."""
+    if array_api_compat.is_lazy_array(x):
+        return False
+    if array_api_compat.is_torch_array(x):
+        torch = sys.modules.get("torch")
+        compiler = getattr(torch, "compiler", None)
+        is_compiling = getattr(compiler, "is_compiling", None)
+        return not (is_compiling is not None and is_compiling())
+    return True

@@ -25,8 +25,9 @@ from ._namespace import Array, Namespace
 
 #: A non-empty row's sum is >= 1; empty rows' 0 is floored to this (see the module's note).
 TOTAL_FLOOR = 0.5
-#: Keyed by (namespace, dtype): array-api-strict's dtypes warn when compared with NumPy's.
-_LOWEST: dict[tuple[object, object], float] = {}
+#: Keyed by (namespace name, dtype): array-api-strict's dtypes warn when compared with
+#: NumPy's, and torch.compile cannot write a module-keyed entry back.
+_LOWEST: dict[tuple[str, object], float] = {}
 
 
 def at_least(x: Array, low: float, xp: Namespace) -> Array:
@@ -41,7 +42,7 @@ def at_least(x: Array, low: float, xp: Namespace) -> Array:
 
 def lowest(x: Array, xp: Namespace) -> float:
     """The most negative finite value of ``x``'s dtype (cached per dtype)."""
-    key = (xp, x.dtype)
+    key = (xp.__name__, x.dtype)
     try:
         return _LOWEST[key]
     except KeyError:

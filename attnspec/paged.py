@@ -18,7 +18,7 @@ import math
 
 import array_api_compat
 
-from ._namespace import Array, Namespace, is_integer, to_dtype
+from ._namespace import Array, Namespace, concrete, is_integer, to_dtype
 from ._shapes import fmt
 
 
@@ -81,7 +81,7 @@ def gather_pages(key: Array, value: Array, block_table: Array, kv_lengths: Array
     table = to_dtype(xp, block_table, kv_lengths.dtype)
     kv = xp.broadcast_to(kv_lengths, tuple(table.shape[:-1]))
     live = live_pages(kv, page_size, xp)
-    if not array_api_compat.is_lazy_array(table):
+    if concrete(table):
         _check_live_entries(table, live, num_pages, xp)
         longest = int(xp.max(live)) if math.prod(live.shape) else 0
         table = table[..., :min(longest, table.shape[-1])]
