@@ -86,13 +86,11 @@ def remember(cache_key: tuple[Any, ...] | None, problem: Problem, scale: Any) ->
     calls with the same key."""
     if cache_key is None or problem.tokens is not None:
         return
-    if len(_PLANS) >= MAX_PLANS:
-        _PLANS.clear()
     # No reference to this call's arrays stays behind in the plan.
     template = problem._replace(
         call=dataclasses.replace(problem.call, query=None, key=None, value=None),
         q=None, k=None, v=None, kt=None)
-    _PLANS[cache_key] = Plan(problem.xp, problem.acc, scale, template)
+    _store(cache_key, Plan(problem.xp, problem.acc, scale, template))
 
 
 def remember_native(cache_key: tuple[Any, ...] | None, kernel: Any, call: Any) -> None:
@@ -100,10 +98,14 @@ def remember_native(cache_key: tuple[Any, ...] | None, kernel: Any, call: Any) -
     plan of the next calls with the same key."""
     if cache_key is None or call.kv_lengths is not None:
         return
+    _store(cache_key, Plan(call.xp, None, None, None, kernel,
+                           call._replace(query=None, key=None, value=None)))
+
+
+def _store(cache_key: tuple[Any, ...], plan: Plan) -> None:
     if len(_PLANS) >= MAX_PLANS:
         _PLANS.clear()
-    _PLANS[cache_key] = Plan(call.xp, None, None, None, kernel,
-                             call._replace(query=None, key=None, value=None))
+    _PLANS[cache_key] = plan
 
 
 def clear() -> None:

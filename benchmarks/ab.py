@@ -12,23 +12,13 @@ harness (benchmarks/run.py) evaluates those.
 from __future__ import annotations
 
 import functools
-import time
 import timeit
 
 import numpy as np
 import torch
+from timing import best
 
 import attnspec
-
-
-def _best(fn, n=5):
-    fn()
-    times = []
-    for _ in range(n):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def _per_call_us(fn, number):
@@ -39,7 +29,7 @@ def main() -> None:
     print(f"attnspec from {attnspec.__file__}")
     rng = np.random.default_rng(0)
     a = rng.random((2048, 2048), dtype=np.float32)
-    rate = 2 * 2048**3 / _best(lambda: a @ a) / 1e9
+    rate = 2 * 2048**3 / best(lambda: a @ a) / 1e9
     print(f"machine fp32 matmul: {rate:.0f} GFLOP/s")
     f = torch.nn.functional.scaled_dot_product_attention
     for b, h, n, causal in [(2, 8, 1024, False), (1, 8, 512, True), (1, 8, 512, False),
@@ -48,9 +38,9 @@ def main() -> None:
         tqkv = [torch.from_numpy(x) for x in qkv]
         flop = 4 * b * h * n * n * 64 * (0.5 if causal else 1)
         attention = functools.partial(attnspec.scaled_dot_product_attention, causal=causal)
-        t = _best(functools.partial(attention, *qkv))
-        tt = _best(functools.partial(attention, *tqkv))
-        ts = _best(functools.partial(f, *tqkv, is_causal=causal))
+        t = best(functools.partial(attention, *qkv))
+        tt = best(functools.partial(attention, *tqkv))
+        ts = best(functools.partial(f, *tqkv, is_causal=causal))
         c = " causal" if causal else ""
         print(f"({b},{h},{n}){c}: numpy {flop / t / 1e9:.0f} GFLOP/s = "
               f"{flop / t / 1e9 / rate:.0%} of matmul; torch / SDPA {tt / ts:.2f}x")

@@ -16,23 +16,14 @@ It is why attnspec never computes blocks that a mask, a causal band or padding e
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from timing import best
 
 SHAPE = (8, 256, 512)
 
-
-def _best(fn: Callable[[], Any], rounds: int = 10) -> float:
-    fn()
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:
@@ -51,9 +42,9 @@ def main() -> None:
         print("torch: not installed")
     n = ordinary.size
     for name, make in libraries.items():
-        base = _best(make(ordinary))
+        base = best(make(ordinary), 10)
         for label, x in inputs.items():
-            t = _best(make(x))
+            t = best(make(x), 10)
             print(f"{name:6s} {label:26s} {t / n * 1e9:7.2f} ns/element  {t / base:6.1f}x")
 
 

@@ -20,26 +20,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from timing import best
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import attnspec
-
-
-def _best(fn: Callable[[], Any], rounds: int) -> float:
-    fn()  # warm-up (allocations, torch's thread pool)
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def lengths_for(batch: int, length: int, rng: np.random.Generator) -> np.ndarray:
@@ -85,15 +74,15 @@ def measure(backend: str, batch: int, heads: int, length: int, dim: int, rounds:
                                    atol=2e-5)
         start += n
     row = {"backend": backend, "status": "ok", "tokens_real": total,
-           "tokens_padded": batch * length, "padded_s": _best(padded, rounds),
-           "packed_s": _best(varlen, rounds)}
+           "tokens_padded": batch * length, "padded_s": best(padded, rounds),
+           "packed_s": best(varlen, rounds)}
     if backend.startswith("torch"):
         import torch
 
         keep = torch.from_numpy(real[:, None, :, None] & real[:, None, None, :]
                                 & np.tril(np.ones((length, length), bool)))
         tq, tk, tv = (torch.from_numpy(x) for x in (q, k, v))
-        row["native_padded_s"] = _best(
+        row["native_padded_s"] = best(
             lambda: torch.nn.functional.scaled_dot_product_attention(tq, tk, tv,
                                                                      attn_mask=keep), rounds)
     return row

@@ -91,17 +91,17 @@ def logit_magnitude(case: Case, inputs: Inputs, expected: Outputs) -> float:
     widen the bound.
     """
     if case.op in SOFTMAX_OPS:
-        x = np.asarray(inputs.originals["x"], dtype=np.float64)
-        kept = np.isfinite(x)
-        if "where" in inputs.originals:
-            kept &= np.asarray(inputs.originals["where"], dtype=bool)
-        return float(np.max(np.abs(x[kept]))) if kept.any() else 0.0
+        where = inputs.originals.get("where")
+        return _largest_finite(inputs.originals["x"], True if where is None else where)
     lse = expected.get("lse")
-    if lse is None:
-        return 0.0
-    lse = np.asarray(lse, dtype=np.float64)
-    finite = np.isfinite(lse)
-    return float(np.max(np.abs(lse[finite]))) if finite.any() else 0.0
+    return 0.0 if lse is None else _largest_finite(lse, True)
+
+
+def _largest_finite(x: Any, keep: Any) -> float:
+    """``max |x|`` over the finite entries that ``keep`` selects; 0 when there are none."""
+    x = np.asarray(x, dtype=np.float64)
+    kept = np.isfinite(x) & np.asarray(keep, dtype=bool)
+    return float(np.max(np.abs(x[kept]))) if kept.any() else 0.0
 
 
 def _check_closed_forms(case: Case, inputs: Inputs, result: Outputs) -> None:
