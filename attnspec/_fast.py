@@ -22,14 +22,17 @@ from typing import Any, NamedTuple
 
 import array_api_compat
 
-from ._namespace import Array, Namespace
+from ._namespace import Array, Namespace, concrete
 from ._problem import Problem
 
 #: Types whose arrays carry their device as a cheap attribute and compute eagerly: a JAX
 #: tracer or a Dask array never takes this path.
 _EAGER_CHECKS = (array_api_compat.is_numpy_array, array_api_compat.is_torch_array,
                  array_api_compat.is_cupy_array)
-_EAGER: dict[type, bool] = {}
+#: type -> whether its calls may be planned: 0 no (lazy, traced), 1 yes, 2 a torch tensor,
+#: planned unless torch.compile is tracing it (a plan written while tracing is a side effect
+#: Dynamo cannot replay: ``fullgraph=True`` failed on a plain call).
+_EAGER: dict[type, int] = {}
 #: At most this many plans; past it the cache starts again (NaN scales never compare equal).
 MAX_PLANS = 256
 
@@ -59,11 +62,12 @@ def unset(*options: Any) -> bool:
 def _eager(x: Array) -> bool:
     t = type(x)
     try:
-        return _EAGER[t]
+        kind = _EAGER[t]
     except KeyError:
-        result = _EAGER[t] = (any(check(x) for check in _EAGER_CHECKS)
-                              or "array_api_strict" in t.__module__)
-        return result
+        kind = _EAGER[t] = (2 if array_api_compat.is_torch_array(x)
+                            else int(any(check(x) for check in _EAGER_CHECKS)
+                                     or "array_api_strict" in t.__module__))
+    return kind == 1 or (kind == 2 and concrete(x))
 
 
 def key_of(query: Array, key: Array, value: Array,

@@ -101,6 +101,13 @@ def register(kernel: NativeKernel) -> None:
 
 def kernels() -> list[NativeKernel]:
     """Every registered kernel, entry points included, in the order they are tried."""
+    if not _loaded:
+        _discover()
+    return list(_registered)
+
+
+def _discover() -> bool:
+    """Load the entry points' kernels, once."""
     global _loaded
     if not _loaded:
         _loaded = True
@@ -110,8 +117,15 @@ def kernels() -> list[NativeKernel]:
             except Exception as exc:  # a broken plugin must not break attention
                 warnings.warn(f"attnspec: native kernel {entry.name!r} ({entry.value}) "
                               f"failed to load and is skipped: {exc!r}", RuntimeWarning,
-                              stacklevel=3)
-    return list(_registered)
+                              stacklevel=4)
+    return True
+
+
+# What ``torch.compiler.assume_constant_result`` sets (attnspec imports no torch): Dynamo then
+# runs the discovery as plain Python instead of tracing ``importlib.metadata``, which it
+# refuses, so a process whose first attention call is inside ``torch.compile(fullgraph=True)``
+# compiles (it failed before). Other tracers ignore the attribute.
+_discover._dynamo_marked_constant = True  # type: ignore[attr-defined]
 
 
 def native_call(call: AttentionCall) -> NativeCall:

@@ -262,6 +262,38 @@ def test_torch_compile_fullgraph(problem):
     assert len(recorder.graphs) == 1
 
 
+@pytest.mark.parametrize("implementation", ["auto", "native"])
+def test_torch_compile_fullgraph_plain_call(implementation, monkeypatch):
+    """A plain call (no mask, no option: the kind attnspec plans for repeated calls) compiles
+    with ``fullgraph=True`` (which raises on any graph break) when it is the process's first
+    call, and equals the eager call and a closed form. Two ways it failed: planning the call
+    while Dynamo traced (a side effect Dynamo cannot replay), and finding the native kernels
+    through ``importlib.metadata``, which Dynamo refuses to trace."""
+    torch = _torch()
+    torch._dynamo.reset()
+    monkeypatch.setattr(attnspec.native, "_registered", [])  # as in a fresh process
+    monkeypatch.setattr(attnspec.native, "_loaded", False)
+    rng = np.random.default_rng(3)
+    q, k, v = (torch.tensor(rng.standard_normal((1, 2, 3, 4)), dtype=torch.float32)
+               for _ in range(3))
+
+    def call(q, k, v):
+        return attnspec.scaled_dot_product_attention(q, k, v, implementation=implementation)
+
+    recorder = _Recorder(backend=None)
+    compiled = torch.compile(call, backend=recorder, fullgraph=True)
+    got = [_numpy(compiled(q, k, v)) for _ in range(2)]  # the second call: nothing planned
+    assert recorder.graphs, "nothing was compiled"
+    assert attnspec.native._loaded, "the kernels were not looked for"
+    assert attnspec.native._registered, "no kernel was found"
+    s = np.einsum("bhid,bhjd->bhij", *(_numpy(x) for x in (q, k))) / 2.0
+    w = np.exp(s - s.max(-1, keepdims=True))
+    expected = np.einsum("bhij,bhjd->bhid", w / w.sum(-1, keepdims=True), _numpy(v))
+    for out in got:
+        np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(got[0], _numpy(call(q, k, v)))
+
+
 # -- jax.jit --------------------------------------------------------------------------------
 
 
