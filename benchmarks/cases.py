@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import math
+import shutil
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +17,8 @@ from configs import Config
 
 __all__ = [
     "NATIVE_IMPLEMENTATION",
+    "NOT_COMPILED",
+    "NOT_COMPILED_JAX",
     "Unavailable",
     "attention_call",
     "bare_numpy_call",
@@ -29,6 +32,9 @@ __all__ = [
 
 #: The value passed as ``implementation=`` for the ``native`` variant.
 NATIVE_IMPLEMENTATION = "native"
+#: Why the ``compiled`` variant is torch's only (reasons that never change: no table row).
+NOT_COMPILED_JAX = "torch.compile is torch's (the JAX rows run under jax.jit already)"
+NOT_COMPILED = "torch.compile is torch's; these arrays have no compiler"
 #: Backends whose framework has its own attention kernel.
 _KERNELS = {
     "torch-cpu": "torch.nn.functional.scaled_dot_product_attention",
@@ -67,6 +73,12 @@ def variant_reason(backend: str, variant: str, feats: dict[str, bool]) -> str | 
             return "the framework has no attention kernel"
         if not feats["implementation"]:
             return "attnspec has no implementation= keyword yet"
+    if variant == "compiled":
+        if not backend.startswith("torch"):
+            return NOT_COMPILED_JAX if backend.startswith("jax") else NOT_COMPILED
+        if backend == "torch-cpu" and not any(
+                shutil.which(c) for c in ("g++", "c++", "clang++")):
+            return "torch.compile's CPU code generation needs a C++ compiler; none on PATH"
     if variant == "kernel" and backend not in _KERNELS:
         return "the framework has no attention kernel"
     if variant == "bare" and backend != "numpy":
@@ -165,6 +177,16 @@ def attention_call(backend_name: str, cfg: Config, variant: str, block=512,
         raise Unavailable(f"no kernel for {framework}")
 
     kw = _attnspec_kwargs(cfg, variant, block)
+    if variant == "compiled":
+        import torch
+
+        # A fresh cache per measurement: Dynamo keys compiled code on the function's code
+        # object and falls back to eager after 8 shapes, which would time eager as compiled.
+        torch._dynamo.reset()
+        compiled = torch.compile(
+            lambda q, k, v: attnspec.scaled_dot_product_attention(q, k, v, **kw),
+            dynamic=False)
+        return lambda: sync(compiled(q, k, v))
     if framework == "jax":
         import jax
 

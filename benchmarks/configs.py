@@ -7,6 +7,8 @@ one way of computing it:
 ``direct``   attnspec with ``chunk_size=0`` (materialised ``Lq x Lk`` scores)
 ``chunked``  attnspec with ``chunk_size=BLOCK`` (online softmax over query x key blocks)
 ``native``   attnspec with ``implementation="native"`` (the framework's kernel behind attnspec)
+``compiled`` torch only: ``torch.compile(attnspec.scaled_dot_product_attention)`` (inductor),
+             the portable path with its elementwise passes fused; compiled in the warm-up
 ``kernel``   the framework's own attention called directly: ``torch.nn.functional.
              scaled_dot_product_attention``, ``jax.nn.dot_product_attention`` under ``jax.jit``
 ``bare``     NumPy only, tiny shapes: the same computation as a bare NumPy expression
@@ -29,7 +31,7 @@ __all__ = [
 #: Backends the harness knows, in report order (registry names of ``attnspec.backends``).
 BACKENDS = ("numpy", "torch-cpu", "jax-cpu", "torch-cuda", "jax-gpu", "cupy")
 #: Variants measured for every attention configuration, in report order.
-ATTN_VARIANTS = ("auto", "direct", "chunked", "native", "kernel")
+ATTN_VARIANTS = ("auto", "direct", "chunked", "native", "compiled", "kernel")
 
 
 @dataclass(frozen=True)

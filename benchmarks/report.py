@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from cases import NOT_COMPILED, NOT_COMPILED_JAX
 from configs import ATTN_VARIANTS
 
 __all__ = ["machine_lines", "markdown", "not_measured", "plot", "result_rows", "target_rows",
@@ -12,7 +13,8 @@ _VARIANT_ORDER = (*ATTN_VARIANTS, "bare")
 _HEAD = ("backend", "configuration", "variant", "time", "GFLOP/s", "x kernel", "% matmul",
          "extra MiB")
 # n/a for a reason that never changes: not worth a table row.
-_STRUCTURAL = ("the framework has no attention kernel", "bare expression is NumPy only")
+_STRUCTURAL = ("the framework has no attention kernel", "bare expression is NumPy only",
+               NOT_COMPILED, NOT_COMPILED_JAX)
 
 
 def _time(s: float) -> str:
@@ -171,8 +173,9 @@ def plot(doc: dict, path: str) -> str | None:
         return "no sweep results to plot"
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 6))
     colors = {}
-    styles = {"auto": "-", "direct": "--", "chunked": ":", "native": "-.", "kernel": "-"}
-    markers = {"kernel": "s", "native": "^"}
+    styles = {"auto": "-", "direct": "--", "chunked": ":", "native": "-.", "compiled": "-",
+              "kernel": "-"}
+    markers = {"kernel": "s", "native": "^", "compiled": "D"}
     for (backend, variant), pts in sorted(series.items()):
         pts.sort()
         color = colors.setdefault(backend, f"C{len(colors)}")

@@ -173,6 +173,8 @@ def _plan(m, backends: list[str], feats: dict, block):
                 reason = cases.variant_reason(b, v, feats)
                 if reason is None and cfg.dtype not in _dtypes(b):
                     reason = f"{b} has no {cfg.dtype}"
+                if reason is None and v == "compiled" and m.name == "tiny":
+                    reason = "not in --tiny mode: compiling takes seconds per shape"
                 if reason is not None:
                     row["variants"][v] = {"status": "n/a", "reason": reason}
                     continue

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -171,3 +172,32 @@ def test_exp_underflow_benchmark_prints_a_row_per_input() -> None:
     assert len(rows) == 3
     assert rows[0].endswith("1.0x")  # the ordinary case against itself
     assert all("ns/element" in row for row in rows)
+
+
+def test_compiled_variant_is_compiled_attention(monkeypatch) -> None:
+    """The ``compiled`` variant (not run by ``--tiny``) times ``torch.compile`` of attnspec:
+    its callable gives the attention of its inputs (a float64 closed form), and Dynamo
+    compiled something for it (an eager fallback would be timed as compiled)."""
+    if not _torch_available():
+        pytest.skip("torch-cpu: torch is not installed")
+    if not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
+        pytest.skip("torch.compile's CPU code generation needs a C++ compiler; none on PATH")
+    import numpy as np
+    import torch
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import cases
+    from configs import Config
+
+    cfg = Config(B=1, H=2, Lq=8, Lk=8, D=4, causal=True)
+    q, k, v = cases.inputs("torch-cpu", cfg)
+    counters = torch._dynamo.utils.counters
+    counters.clear()
+    out = cases.attention_call("torch-cpu", cfg, "compiled", qkv=(q, k, v))()
+    assert counters["stats"]["unique_graphs"] >= 1, "nothing was compiled"
+    qd, kd, vd = (x.double().numpy() for x in (q, k, v))
+    s = qd @ np.swapaxes(kd, -1, -2) / 2.0
+    s = np.where(np.tril(np.ones((8, 8), bool)), s, -np.inf)
+    w = np.exp(s - s.max(-1, keepdims=True))
+    expected = (w / w.sum(-1, keepdims=True)) @ vd
+    np.testing.assert_allclose(out.double().numpy(), expected, rtol=1e-5, atol=1e-6)
