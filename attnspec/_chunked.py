@@ -50,7 +50,11 @@ def chunked(p: Problem, block_q: int, block_k: int) -> list[Array]:
     readable = concrete(p.k)  # values may be read to skip work (not under a tracer)
     if len(row_blocks) > 1 and eager:
         p = p._replace(kt=transposed_copy(p.k, xp))
-    if eager:
+    if readable:
+        # The band's mask written into the cut columns in place. Not under torch.compile:
+        # there the slice assignment becomes a copy of the whole block, while the mask of
+        # the whole block fuses into the exponential's pass (causal (1,8,1024) compiled:
+        # 15.6 ms with the slice assignment; see docs/performance.md).
         p = p._replace(offset=offset)
     empty = (_token_empty(p.tokens, row_blocks, col_blocks, limits, xp)
              if readable and p.tokens is not None else set())
