@@ -54,7 +54,7 @@ def chunked(p: Problem, block_q: int, block_k: int) -> list[Array]:
         # The band's mask written into the cut columns in place. Not under torch.compile:
         # there the slice assignment becomes a copy of the whole block, while the mask of
         # the whole block fuses into the exponential's pass (causal (1,8,1024) compiled:
-        # 15.6 ms with the slice assignment; see docs/performance.md).
+        # 14.0-17.2 ms with the slice assignment, 12.4-12.6 ms without; docs/performance.md).
         p = p._replace(offset=offset)
     empty = (_token_empty(p.tokens, row_blocks, col_blocks, limits, xp)
              if readable and p.tokens is not None else set())
