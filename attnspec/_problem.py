@@ -106,10 +106,7 @@ def block_scores(p: Problem, rows: Block, cols: Block) -> Array:
     banded = call.causal or call.window is not None
     offset = p.offset if banded and call.score_mod is None and in_place(s) else None
     cut = offset is not None
-    # Nothing that masks: no keep-mask to build (2 us of a 15 us decode call's overhead).
-    maskless = (not banded and call.mask is None and call.kv_lengths is None
-                and call.q_lengths is None and p.tokens is None)
-    keep = None if maskless else block_keep(
+    keep = block_keep(
         shape.lq, shape.lk, rows, cols, mask=call.mask, causal=call.causal and not cut,
         window=None if cut else call.window, alignment=call.alignment,
         kv_lengths=call.kv_lengths, q_lengths=call.q_lengths, xp=xp, device=p.device,

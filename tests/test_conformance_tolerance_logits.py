@@ -15,7 +15,9 @@ import random
 import numpy as np
 import pytest
 
-from attnspec.conformance.cases import make_inputs
+import attnspec
+from attnspec.conformance.case_params import params_for
+from attnspec.conformance.cases import Case, make_inputs
 from attnspec.conformance.explore import _case
 from attnspec.conformance.golden import golden, logit_magnitude
 from attnspec.conformance.references import prepare
@@ -184,9 +186,6 @@ def test_shifted_float64_logits_pass_correct_kernels_and_keep_their_closed_form(
     the golden agrees with its closed form (lse = the one score + the shift; this needs the
     closed form checked before the shift is applied), and correct kernels pass the
     golden-error term's bound."""
-    from attnspec.conformance.case_params import params_for
-    from attnspec.conformance.cases import Case
-
     for lk, shift in ((1, 1e4), (9, 1e4), (9, 1e2)):
         params = {"batch": [2], "hq": 2, "hkv": 2, "lq": 4, "lk": lk, "dk": 16, "dv": 16,
                   "transform": "shift", "shift": shift}
@@ -199,8 +198,6 @@ def test_shifted_float64_logits_pass_correct_kernels_and_keep_their_closed_form(
         if lk == 1:
             s = np.sum(q * k, axis=-1) / 4.0 + shift
             np.testing.assert_allclose(prepared.golden["lse"], s, rtol=1e-15)
-        import attnspec
-
         out = attnspec.scaled_dot_product_attention(q, k, v, bias=bias)
         g = grade(case, {"out": out}, {}, prepared.golden, prepared.naive, prepared.logits)
         assert g.passed, g.message
