@@ -61,30 +61,59 @@ def static_offset(lq: int, lk: int, alignment: str, per_batch_lengths: bool,
     return None if per_batch_lengths else lk - lq
 
 
-def block_outside_band(rows: Block, cols: Block, offset: int | None,
+def offset_range(lq: int, lk: int, alignment: str, kv_lengths: Array | None,
+                 q_lengths: Array | None, xp: Namespace) -> tuple[int, int] | None:
+    """The smallest and largest diagonal offset over the batch entries that attend anything,
+    read from the lengths of eager arrays (``kv_len - q_len`` per entry for
+    ``"lower_right"``, as :func:`relative_positions` has it): blocks outside the band for
+    all of them can be skipped when the offset varies with the lengths (a padded causal
+    batch, a paged prefill). An entry without keys or without rows has no band to keep
+    (a finished sequence with ``kv_lengths`` 0 widens nothing). ``None``: no such entry."""
+    if alignment == "upper_left":
+        return 0, 0
+    kv = lk if kv_lengths is None else kv_lengths
+    q = lq if q_lengths is None else q_lengths
+    offsets = kv - q
+    if isinstance(offsets, int):
+        return offsets, offsets
+    live = None
+    for n in (kv_lengths, q_lengths):
+        if n is not None:
+            live = n > 0 if live is None else live & (n > 0)
+    if 0 in offsets.shape or not bool(xp.any(live)):
+        return None
+    return (int(xp.min(xp.where(live, offsets, xp.max(offsets)))),
+            int(xp.max(xp.where(live, offsets, xp.min(offsets)))))
+
+
+def block_outside_band(rows: Block, cols: Block, offsets: tuple[int, int] | None,
                        limits: tuple[int | None, int | None]) -> bool:
-    """True when no (i, j) of the block lies in the band: the whole block is masked, and the
-    chunked path may skip it. Decided from shapes only (never from array data)."""
+    """True when no (i, j) of the block lies in the band for any diagonal offset in
+    ``offsets`` (the smallest and largest over the batch entries): the whole block is masked
+    for every entry, and the chunked path may skip it. ``None``: not known, nothing skipped."""
     left, right = limits
-    if offset is None:
+    if offsets is None:
         return False
-    if right is not None and cols[0] > rows[1] - 1 + offset + right:
+    low, high = offsets
+    if right is not None and cols[0] > rows[1] - 1 + high + right:
         return True
-    return left is not None and cols[1] - 1 < rows[0] + offset - left
+    return left is not None and cols[1] - 1 < rows[0] + low - left
 
 
-def band_columns(rows: Block, cols: Block, offset: int,
+def band_columns(rows: Block, cols: Block, offsets: tuple[int, int],
                  limits: tuple[int | None, int | None]) -> Block:
-    """``cols`` cut to the keys that some row of ``rows`` may attend under the band (static
-    ``offset``); empty (``start >= stop``) when none. The keys cut off are masked for every
-    row, so leaving them out changes no result, and the work of a causal row block follows
-    its diagonal instead of the whole key axis (ATT-CAUSAL-1, ATT-WINDOW-1)."""
+    """``cols`` cut to the keys that some row of ``rows`` may attend under the band, for some
+    diagonal offset in ``offsets`` (smallest, largest over the batch entries); empty
+    (``start >= stop``) when none. The keys cut off are masked for every row of every entry,
+    so leaving them out changes no result, and the work of a causal row block follows its
+    diagonal instead of the whole key axis (ATT-CAUSAL-1, ATT-WINDOW-1)."""
     left, right = limits
+    low, high = offsets
     start, stop = cols
     if right is not None:
-        stop = min(stop, rows[1] + offset + right)
+        stop = min(stop, rows[1] + high + right)
     if left is not None:
-        start = max(start, rows[0] + offset - left)
+        start = max(start, rows[0] + low - left)
     return start, max(start, stop)
 
 

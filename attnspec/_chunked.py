@@ -18,7 +18,15 @@ import math
 import array_api_compat
 
 from . import _parallel
-from ._blocks import Block, Tokens, band_columns, band_limits, block_outside_band, static_offset
+from ._blocks import (
+    Block,
+    Tokens,
+    band_columns,
+    band_limits,
+    block_outside_band,
+    offset_range,
+    static_offset,
+)
 from ._mods import mask_mod_keep, mod_indices
 from ._namespace import Array, Namespace, concrete
 from ._normalizer import Normalizer, log_normalizer, max_along, safe_sum, shift_of
@@ -50,6 +58,14 @@ def chunked(p: Problem, block_q: int, block_k: int) -> list[Array]:
     readable = concrete(p.k)  # values may be read to skip work (not under a tracer)
     if len(row_blocks) > 1 and eager:
         p = p._replace(kt=transposed_copy(p.k, xp))
+    # The diagonal's offsets over the batch entries, for skipping and cutting blocks: fixed
+    # by the shapes, or (lower_right with kv_lengths/q_lengths: a padded causal batch, a
+    # paged prefill) read from the lengths; the band's mask itself is then built per entry.
+    offsets = ((offset, offset) if offset is not None
+               else offset_range(shape.lq, shape.lk, call.alignment, call.kv_lengths,
+                                 call.q_lengths, xp)
+               if readable and per_batch and (p.tokens is None or not p.tokens.positioned)
+               and limits != (None, None) else None)
     if readable:
         # The band's mask written into the cut columns in place. Not under torch.compile:
         # there the slice assignment becomes a copy of the whole block, while the mask of
@@ -68,9 +84,9 @@ def chunked(p: Problem, block_q: int, block_k: int) -> list[Array]:
     lives = []
     for r, rows in enumerate(row_blocks):
         live = [c for k, c in enumerate(col_blocks)
-                if not block_outside_band(rows, c, offset, limits) and (r, k) not in empty]
-        if offset is not None:
-            live = [c for c in (band_columns(rows, c, offset, limits) for c in live)
+                if not block_outside_band(rows, c, offsets, limits) and (r, k) not in empty]
+        if offsets is not None:
+            live = [c for c in (band_columns(rows, c, offsets, limits) for c in live)
                     if c[0] < c[1]]
         live = [] if rows[0] >= q_stop else [(a, min(b, kv_stop)) for a, b in live
                                               if a < kv_stop]

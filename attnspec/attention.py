@@ -20,6 +20,7 @@ from ._namespace import (
     Array,
     Namespace,
     accumulation_dtype,
+    concrete,
     device_kind,
     to_dtype,
 )
@@ -323,9 +324,12 @@ def _portable(call: call_check.AttentionCall,
     )
     large = _large_blocks(q)
     segmented = tokens is not None and tokens.q_seg is not None and not large
-    banded = (not large and (call.causal or call.window is not None) and static_offset(
-        shape.lq, shape.lk, call.alignment,
-        call.kv_lengths is not None or call.q_lengths is not None, tokens) is not None)
+    # A band whose diagonal the shapes fix, or (on arrays whose lengths can be read) one
+    # that moves with kv_lengths/q_lengths: the chunked path cuts both (_chunked.py).
+    per_batch = call.kv_lengths is not None or call.q_lengths is not None
+    banded = (not large and (call.causal or call.window is not None) and (
+        static_offset(shape.lq, shape.lk, call.alignment, per_batch, tokens) is not None
+        or (per_batch and (tokens is None or not tokens.positioned) and concrete(q))))
     threads = 1
     if (not large and call.score_mod is None and call.mask_mod is None
             and _parallel.eligible(q, xp)

@@ -21,13 +21,15 @@ def _fresh(xb, rng, shape=(2, 3, 5, 4), dtype="float64"):
 @pytest.mark.parametrize("options", [{}, {"causal": True}, {"scale": 0.3},
                                      {"return_lse": True},
                                      {"causal": True, "alignment": "lower_right"}])
-def test_a_planned_call_gives_the_checked_result(xb, rng, options):
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_a_planned_call_gives_the_checked_result(xb, rng, options, dtype):
     """ATT-SCORE-1: the second call of a combination (planned) returns what the checked path
-    returns for the same arrays (an explicit xp= never takes the plan)."""
+    returns for the same arrays, bit for bit (an explicit xp= never takes the plan); the
+    plan multiplies q by a 0-d scale array where the checked path uses the Python float."""
     _fast._PLANS.clear()
-    q, k, v = _fresh(xb, rng)
+    q, k, v = _fresh(xb, rng, dtype=dtype)
     first = attnspec.scaled_dot_product_attention(q, k, v, **options)
-    q2, k2, v2 = _fresh(xb, rng)
+    q2, k2, v2 = _fresh(xb, rng, dtype=dtype)
     planned = attnspec.scaled_dot_product_attention(q2, k2, v2, **options)
     checked = attnspec.scaled_dot_product_attention(q2, k2, v2, xp=xb.namespace(), **options)
     for got, want in zip(*(x if isinstance(x, tuple) else (x,) for x in (planned, checked)),

@@ -8,6 +8,8 @@ from __future__ import annotations
 import array_api_compat
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from reference import ref_attention
 
 import attnspec
@@ -71,3 +73,81 @@ def test_a_half_padded_batch_scores_half(rng, monkeypatch):
     attnspec.scaled_dot_product_attention(q, k, v, kv_lengths=np.array([256, 256]),
                                           chunk_size=(128, 128))
     assert sum((r[1] - r[0]) * (c[1] - c[0]) for r, c in scored) == 512 * 256
+
+
+@pytest.mark.parametrize(("kv", "q", "causal", "window"), [
+    ([256, 100], None, True, None),  # offsets 0 and -156: rows past 100 of entry 1 are empty
+    ([256, 256], [64, 128], True, None),  # a chunked prefill: offsets 192 and 128
+    ([256, 200], [256, 50], True, (32, None)),  # causal with a left window
+    ([30, 256], [200, 10], False, (16, 16)),  # a window only, offsets -170 and 246
+    # An entry without keys (offset -64) widens nothing: rows 0-63 read keys 160-255 only.
+    ([0, 256], [64, 64], True, (32, None)),
+])
+def test_a_band_moving_with_the_lengths_is_cut_soundly(xb, rng, monkeypatch, kv, q, causal,
+                                                       window):
+    """ATT-CAUSAL-2, ATT-WINDOW-1, ATT-LEN-1/2: with lower_right alignment and per-entry
+    lengths the diagonal moves per batch entry; the blocks and columns outside the band for
+    every entry are not scored, and the result is the float64 reference's."""
+    qa, ka, va = _qkv(xb, rng)
+    scored = _spy(monkeypatch)
+    lengths = {"kv_lengths": np.array(kv)} | ({} if q is None else {"q_lengths": np.array(q)})
+    got = attnspec.scaled_dot_product_attention(
+        qa, ka, va, causal=causal, window=window, alignment="lower_right",
+        chunk_size=BLOCKS, return_lse=True,
+        **{name: xb.from_numpy(x) for name, x in lengths.items()})
+    want = ref_attention(*(xb.to_numpy(x) for x in (qa, ka, va)), causal=causal,
+                         window=window, alignment="lower_right", **lengths)
+    np.testing.assert_allclose(xb.to_numpy(got[0]), want[0], rtol=1e-12, atol=1e-12)
+    lse = xb.to_numpy(got[1])
+    np.testing.assert_array_equal(lse == -np.inf, want[1] == -np.inf)
+    finite = want[1] != -np.inf
+    np.testing.assert_allclose(lse[finite], want[1][finite], rtol=1e-12, atol=1e-12)
+    if array_api_compat.is_lazy_array(qa):
+        return  # lazy or possibly traced (Dask, JAX): the full loop, same values
+    work = sum((r[1] - r[0]) * (c[1] - c[0]) for r, c in scored)
+    assert work == 64 * (256 - 160) if kv[0] == 0 else work < 256 * max(kv)
+
+
+def test_a_padded_causal_batch_scores_half(rng, monkeypatch):
+    """A causal prefill of a padded batch (lower_right, kv_lengths = q_lengths) scores about
+    half of the matrix, as a causal call without lengths does: the diagonal read from the
+    lengths is the same for every entry (it scored all of it before)."""
+    q, k, v = (rng.standard_normal((2, 4, 512, 16)).astype(np.float32) for _ in range(3))
+    scored = _spy(monkeypatch)
+    lengths = np.array([512, 512])
+    attnspec.scaled_dot_product_attention(q, k, v, causal=True, alignment="lower_right",
+                                          kv_lengths=lengths, q_lengths=lengths)
+    assert sum((r[1] - r[0]) * (c[1] - c[0]) for r, c in scored) <= 0.6 * 512 * 512
+
+
+@st.composite
+def _moving_bands(draw):
+    """A lower_right call whose diagonal moves with random per-entry lengths, in blocks."""
+    lq, lk = draw(st.integers(1, 48)), draw(st.integers(1, 48))
+    kv = draw(st.lists(st.integers(0, lk), min_size=3, max_size=3))
+    q = draw(st.none() | st.lists(st.integers(0, lq), min_size=3, max_size=3))
+    causal = draw(st.booleans())
+    side = st.none() | st.integers(0, 40)
+    window = draw(st.none() | st.tuples(side, side))
+    block = (draw(st.integers(1, 16)), draw(st.integers(1, 16)))
+    return lq, lk, kv, q, causal, window, block
+
+
+@settings(max_examples=60, deadline=None, database=None)
+@given(case=_moving_bands(), seed=st.integers(0, 2**16))
+def test_any_band_moving_with_the_lengths_is_the_references(case, seed):
+    """Whatever the lengths, band and blocks, cutting by the range of the entries' offsets
+    changes nothing: the float64 reference's output (NumPy, float64)."""
+    lq, lk, kv, q_lengths, causal, window, block = case
+    rng = np.random.default_rng(seed)
+    q = rng.standard_normal((3, 2, lq, 4))
+    k, v = (rng.standard_normal((3, 2, lk, 4)) for _ in range(2))
+    lengths = {"kv_lengths": np.array(kv)}
+    if q_lengths is not None:
+        lengths["q_lengths"] = np.array(q_lengths)
+    got = attnspec.scaled_dot_product_attention(
+        q, k, v, causal=causal, window=window, alignment="lower_right", chunk_size=block,
+        **lengths)
+    want = ref_attention(q, k, v, causal=causal, window=window, alignment="lower_right",
+                         **lengths)
+    np.testing.assert_allclose(got, want[0], rtol=1e-12, atol=1e-12)

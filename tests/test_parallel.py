@@ -119,7 +119,7 @@ def test_band_columns_and_cut_against_the_band(alignment, limits, shape):
         rows = (r0, min(lq, r0 + 4))
         for c0 in range(0, lk, 7):
             cols = (c0, min(lk, c0 + 7))
-            start, stop = band_columns(rows, cols, offset, limits)
+            start, stop = band_columns(rows, cols, (offset, offset), limits)
             block = keep[rows[0]:rows[1]]
             outside = [c for c in range(*cols) if not start <= c < stop]
             assert not block[:, outside].any()
