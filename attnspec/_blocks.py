@@ -61,6 +61,17 @@ def static_offset(lq: int, lk: int, alignment: str, per_batch_lengths: bool,
     return None if per_batch_lengths else lk - lq
 
 
+def length_bounds(lengths: Array | None, length: int, xp: Namespace) -> tuple[int, int]:
+    """The smallest and largest of ``lengths`` clipped to ``[0, length]`` (``length`` for
+    both when not given), read from an eager array. The keys past every batch entry's
+    ``kv_lengths`` (rows past every ``q_lengths``) are masked for all of them (ATT-LEN-1/2)
+    and need never be read; those before every entry's length are real for all of them."""
+    if lengths is None or 0 in lengths.shape:
+        return length, length
+    return (min(length, max(0, int(xp.min(lengths)))),
+            min(length, max(0, int(xp.max(lengths)))))
+
+
 def offset_range(lq: int, lk: int, alignment: str, kv_lengths: Array | None,
                  q_lengths: Array | None, xp: Namespace) -> tuple[int, int] | None:
     """The smallest and largest diagonal offset over the batch entries that attend anything,
@@ -84,6 +95,25 @@ def offset_range(lq: int, lk: int, alignment: str, kv_lengths: Array | None,
         return None
     return (int(xp.min(xp.where(live, offsets, xp.max(offsets)))),
             int(xp.max(xp.where(live, offsets, xp.min(offsets)))))
+
+
+def band_offsets(lq: int, lk: int, limits: tuple[int | None, int | None], *,
+                 alignment: str, kv_lengths: Array | None, q_lengths: Array | None,
+                 tokens: Tokens | None, xp: Namespace,
+                 readable: bool) -> tuple[int, int] | None:
+    """The smallest and largest diagonal offset over the batch entries, for skipping and
+    cutting keys (:func:`block_outside_band`, :func:`band_columns`): fixed by the shapes, or
+    read from the lengths when the arrays' values can be (``readable``); ``None`` when there
+    is no band or only the data knows (positions; lengths under a tracer)."""
+    if limits == (None, None):
+        return None
+    per_batch = kv_lengths is not None or q_lengths is not None
+    offset = static_offset(lq, lk, alignment, per_batch, tokens)
+    if offset is not None:
+        return offset, offset
+    if readable and per_batch and (tokens is None or not tokens.positioned):
+        return offset_range(lq, lk, alignment, kv_lengths, q_lengths, xp)
+    return None
 
 
 def block_outside_band(rows: Block, cols: Block, offsets: tuple[int, int] | None,
@@ -250,10 +280,12 @@ def block_keep(
                      segments_keep(tokens, rows, cols))
 
 
-def key_padding(lk: int, kv_lengths: Array, xp: Namespace, device: Any) -> Array:
-    """``(*batch, 1, lk, 1)``: True for real keys. Used to zero padded K and V rows, so that
-    NaN or inf stored in a KV cache's unused slots cannot reach the output (ATT-LEAK-2)."""
-    j = xp.reshape(_index(0, lk, xp, device), (lk, 1))
+def key_padding(lk: int, kv_lengths: Array, xp: Namespace, device: Any,
+                start: int = 0) -> Array:
+    """``(*batch, 1, lk - start, 1)``: True for real keys among keys ``start:lk``. Used to
+    zero padded K and V rows, so that NaN or inf stored in a KV cache's unused slots cannot
+    reach the output (ATT-LEAK-2)."""
+    j = xp.reshape(_index(start, lk, xp, device), (lk - start, 1))
     return j < xp.reshape(kv_lengths, (*kv_lengths.shape, 1, 1, 1))
 
 

@@ -23,8 +23,9 @@ from ._blocks import (
     Tokens,
     band_columns,
     band_limits,
+    band_offsets,
     block_outside_band,
-    offset_range,
+    length_bounds,
     static_offset,
 )
 from ._mods import mask_mod_keep, mod_indices
@@ -61,11 +62,9 @@ def chunked(p: Problem, block_q: int, block_k: int) -> list[Array]:
     # The diagonal's offsets over the batch entries, for skipping and cutting blocks: fixed
     # by the shapes, or (lower_right with kv_lengths/q_lengths: a padded causal batch, a
     # paged prefill) read from the lengths; the band's mask itself is then built per entry.
-    offsets = ((offset, offset) if offset is not None
-               else offset_range(shape.lq, shape.lk, call.alignment, call.kv_lengths,
-                                 call.q_lengths, xp)
-               if readable and per_batch and (p.tokens is None or not p.tokens.positioned)
-               and limits != (None, None) else None)
+    offsets = band_offsets(shape.lq, shape.lk, limits, alignment=call.alignment,
+                           kv_lengths=call.kv_lengths, q_lengths=call.q_lengths,
+                           tokens=p.tokens, xp=xp, readable=readable)
     if readable:
         # The band's mask written into the cut columns in place. Not under torch.compile:
         # there the slice assignment becomes a copy of the whole block, while the mask of
@@ -79,8 +78,8 @@ def chunked(p: Problem, block_q: int, block_k: int) -> list[Array]:
     # Keys past every batch entry's kv_lengths and rows past every q_lengths are padding for
     # all of them (ATT-LEN-1/2): on eager arrays they are never computed, so a padded batch
     # costs its longest sequence, not the padded length.
-    kv_stop = _longest(call.kv_lengths, shape.lk, xp) if readable else shape.lk
-    q_stop = _longest(call.q_lengths, shape.lq, xp) if readable else shape.lq
+    kv_stop = length_bounds(call.kv_lengths, shape.lk, xp)[1] if readable else shape.lk
+    q_stop = length_bounds(call.q_lengths, shape.lq, xp)[1] if readable else shape.lq
     lives = []
     for r, rows in enumerate(row_blocks):
         live = [c for k, c in enumerate(col_blocks)
@@ -114,14 +113,6 @@ def chunked(p: Problem, block_q: int, block_k: int) -> list[Array]:
     if return_weights:
         results.append(output(p, xp.concat(weight_rows, axis=-2)))
     return results
-
-
-def _longest(lengths: Array | None, length: int, xp: Namespace) -> int:
-    """The largest of ``lengths`` clipped to ``[0, length]`` (``length`` when not given), read
-    from an eager array once per call."""
-    if lengths is None or 0 in lengths.shape:
-        return length
-    return min(length, max(0, int(xp.max(lengths))))
 
 
 def _ranges(x: Array | None, blocks: list[Block], axis: int, xp: Namespace,

@@ -3,16 +3,21 @@ only way to return the weights without recomputing them)."""
 
 from __future__ import annotations
 
+from ._blocks import Block
 from ._namespace import Array
 from ._normalizer import log_normalizer, normalizer
 from ._problem import Problem, block_scores, dropped, output, weighted_values
 
 
-def direct(p: Problem) -> list[Array]:
+def direct(p: Problem, cols: Block | None = None) -> list[Array]:
     """``[out]`` plus ``lse`` and/or ``weights`` as the call asks (``return_lse``,
-    ``return_weights``)."""
+    ``return_weights``: then ``cols`` is all of the keys). ``cols``: the keys that may be
+    attended at all (the others are masked for every row: past every ``kv_lengths``,
+    outside the band); all of them by default."""
     xp, shape = p.xp, p.shape
-    rows, cols = (0, shape.lq), (0, shape.lk)
+    rows = (0, shape.lq)
+    if cols is None or cols[0] >= cols[1]:
+        cols = (0, shape.lk) if cols is None else (0, 0)
     n = normalizer(block_scores(p, rows, cols), -1, xp, p.sinks)
     weights = dropped(p, n.exp, rows, cols)
     results = [output(p, weighted_values(p, weights, cols) / n.safe_total)]

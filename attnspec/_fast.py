@@ -44,6 +44,7 @@ class Plan(NamedTuple):
     problem: Problem | None  # without q, k, v; its call without query, key, value
     kernel: Any = None  # the native kernel that takes these calls (then problem is None)
     native: Any = None  # its NativeCall without query, key, value
+    cols: tuple[int, int] | None = None  # the keys the direct path reads (all: None)
 
 
 _PLANS: dict[tuple[Any, ...], Plan] = {}
@@ -90,9 +91,10 @@ def lookup(cache_key: tuple[Any, ...] | None) -> Plan | None:
     return None if cache_key is None else _PLANS.get(cache_key)
 
 
-def remember(cache_key: tuple[Any, ...] | None, problem: Problem, scale: Any) -> None:
-    """Keep a direct-path problem (just built for ``cache_key``) as the plan of the next
-    calls with the same key."""
+def remember(cache_key: tuple[Any, ...] | None, problem: Problem, scale: Any,
+             cols: tuple[int, int] | None = None) -> None:
+    """Keep a direct-path problem (just built for ``cache_key``, reading keys ``cols``) as
+    the plan of the next calls with the same key."""
     if cache_key is None or problem.tokens is not None:
         return
     # No reference to this call's arrays stays behind in the plan.
@@ -104,7 +106,7 @@ def remember(cache_key: tuple[Any, ...] | None, problem: Problem, scale: Any) ->
     # float in a tensor on every call (3.2 us against 1.7 us), NumPy 0.7 us against 0.4 us.
     if scale is not None:
         scale = problem.xp.asarray(scale, dtype=problem.acc, device=problem.device)
-    _store(cache_key, Plan(problem.xp, problem.acc, scale, template))
+    _store(cache_key, Plan(problem.xp, problem.acc, scale, template, cols=cols))
 
 
 def remember_native(cache_key: tuple[Any, ...] | None, kernel: Any, call: Any) -> None:

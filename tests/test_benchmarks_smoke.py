@@ -161,6 +161,22 @@ def test_varlen_benchmark_runs_and_checks_its_answers() -> None:
     assert 0.3 < tokens < 0.7  # about half the padded tokens are real
 
 
+def test_kvcache_benchmark_runs_and_checks_its_answers() -> None:
+    """``benchmarks/kvcache.py --tiny``: for each form (decode over a preallocated cache, a
+    sliding-window decode, a padded causal prefill) the cache call and the trimmed call
+    agree (the script asserts it before timing) and a row with a ratio and a PASS/MISS is
+    printed; the figures are not asserted."""
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "kvcache.py"), "--tiny",
+                           "--backend", "numpy"], capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = [line.split() for line in proc.stdout.splitlines() if line.startswith("numpy")]
+    assert [row[1] for row in rows] == ["decode", "window", "prefill"]
+    for row in rows:
+        assert float(row[4]) == pytest.approx(float(row[2]) / float(row[3]), rel=0.2)
+        assert row[5] in ("PASS", "MISS")
+
+
 def test_exp_underflow_benchmark_prints_a_row_per_input() -> None:
     """``benchmarks/exp_underflow.py``: three rows (ordinary, -inf, subnormal arguments) per
     library, each with a time per element and a ratio to the ordinary case; the figures

@@ -242,7 +242,7 @@ def _assert_clean(got, expected, dtype, what):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("poison", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("poison", [np.nan, np.inf, -np.inf, 3e37])
 def test_poisoned_bias_at_masked_positions(xb, rng, dtype, poison):
     """ATT-LEAK-1: NaN/+-inf bias at positions masked by mask, causal, window, kv_lengths and
     q_lengths never reaches out, lse or weights."""
@@ -332,10 +332,11 @@ def test_poisoned_scores_at_masked_positions(xb, rng, dtype, poison):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("poison", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("poison", [np.nan, np.inf, -np.inf, 3e37])
 def test_poisoned_kv_beyond_kv_lengths(xb, rng, dtype, poison):
     """ATT-LEAK-2, ATT-LEN-1: NaN/+-inf in K and V rows at j >= kv_lengths[b] (unused KV-cache
-    slots) never reach out, lse or weights."""
+    slots) never reach out, lse or weights; nor do huge finite values (3e37: their scores
+    overflow, which eager host arrays leave unzeroed: masked scores, exact zero weights)."""
     need_dtype(xb, dtype, sweep=True)
     q, k, v = _canon(rng, dtype)
     kv_lengths = np.array([2, 4])

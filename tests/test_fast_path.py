@@ -9,6 +9,7 @@ import weakref
 
 import numpy as np
 import pytest
+from reference import ref_attention
 
 import attnspec
 from attnspec import _fast
@@ -223,3 +224,21 @@ def test_a_native_plan_holds_no_array(rng, monkeypatch):
     del q, k, v
     gc.collect()
     assert all(r() is None for r in refs)
+
+
+def test_a_plan_keeps_the_band_cut_of_its_keys(xb, rng):
+    """Causal with more keys than queries (upper_left): keys 4-11 are masked for every row,
+    so the checked call reads keys 0-3 only, and so does the plan; its result is the checked
+    path's bit for bit, and the float64 reference's."""
+    _fast._PLANS.clear()
+    q = xb.from_numpy(rng.standard_normal((2, 3, 4, 8)))
+    k, v = (xb.from_numpy(rng.standard_normal((2, 3, 12, 8))) for _ in range(2))
+    first = attnspec.scaled_dot_product_attention(q, k, v, causal=True)
+    planned = attnspec.scaled_dot_product_attention(q, k, v, causal=True)
+    checked = attnspec.scaled_dot_product_attention(q, k, v, causal=True, xp=xb.namespace())
+    np.testing.assert_array_equal(xb.to_numpy(planned), xb.to_numpy(checked))
+    want = ref_attention(*(xb.to_numpy(x) for x in (q, k, v)), causal=True)[0]
+    np.testing.assert_allclose(xb.to_numpy(first), want, rtol=1e-12, atol=1e-12)
+    plans = list(_fast._PLANS.values())
+    if plans:  # eager host arrays only
+        assert [plan.cols for plan in plans] == [(0, 4)]

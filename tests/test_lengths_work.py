@@ -151,3 +151,89 @@ def test_any_band_moving_with_the_lengths_is_the_references(case, seed):
     want = ref_attention(q, k, v, causal=causal, window=window, alignment="lower_right",
                          **lengths)
     np.testing.assert_allclose(got, want[0], rtol=1e-12, atol=1e-12)
+
+
+def _direct_spy(monkeypatch):
+    read = []
+    real = _problem.block_scores
+
+    def spy(p, rows, cols):
+        read.append(cols)
+        return real(p, rows, cols)
+
+    monkeypatch.setattr("attnspec._direct.block_scores", spy)
+    return read
+
+
+@pytest.mark.parametrize("poison", [np.nan, 1e30])
+@pytest.mark.parametrize("lengths", [[40, 17], [40, 40], [0, 0]])
+def test_a_decode_step_reads_no_key_past_every_length(xb, rng, monkeypatch, lengths, poison):
+    """ATT-LEN-1, ATT-LEAK-2: one query row against a preallocated cache of 256 slots: the
+    direct path reads (and converts and zeroes) the keys up to the longest length only, and
+    what the slots past each entry's length hold never reaches the output: NaN/inf (zeroed)
+    or huge finite values (left as they are: masked scores, exact zero weights)."""
+    q = rng.standard_normal((2, 4, 1, 8))
+    k, v = (rng.standard_normal((2, 2, 256, 8)) for _ in range(2))
+    want = ref_attention(q, k, v, kv_lengths=np.array(lengths))
+    k, v = k.copy(), v.copy()
+    for b, n in enumerate(lengths):
+        k[b, :, n:], v[b, :, n:] = poison, -poison
+    read = _direct_spy(monkeypatch)
+    args = [xb.from_numpy(x) for x in (q, k, v)]
+    for _ in range(2):  # no plan is kept for calls with lengths: both calls are checked
+        got = attnspec.scaled_dot_product_attention(
+            *args, kv_lengths=xb.from_numpy(np.array(lengths)))
+        np.testing.assert_allclose(xb.to_numpy(got), want[0], rtol=1e-12, atol=1e-12)
+    if array_api_compat.is_lazy_array(args[0]) or xb.name in ("cupy", "torch-cuda"):
+        return  # traced, lazy or on an accelerator: all slots, zeroed (same values)
+    assert read
+    assert all(cols[1] <= max(lengths) for cols in read), read
+
+
+@pytest.mark.needs("autograd")
+@pytest.mark.parametrize("poison", [np.nan, 1e30])
+def test_a_trimmed_cache_passes_zero_gradient_to_its_unread_slots(xb, rng, poison):
+    """ATT-LEAK-2, ATT-GRAD-1: the gradient of the cache slots past each length is exactly
+    0, and every other gradient is the one of a clean cache, with NaN (zeroed) or huge
+    finite values (left as they are) stored in those slots."""
+    if xb.framework != "torch":
+        pytest.skip(f"{xb.name}: the eager gradient recipe here is torch's")
+    q = rng.standard_normal((2, 2, 3, 8))
+    k, v = (rng.standard_normal((2, 2, 64, 8)) for _ in range(2))
+    lengths = np.array([20, 9])
+
+    def grads(k, v):
+        qa, ka, va = (xb.from_numpy(x).requires_grad_(True) for x in (q, k, v))
+        out = attnspec.scaled_dot_product_attention(qa, ka, va,
+                                                    kv_lengths=xb.from_numpy(lengths))
+        (out * out).sum().backward()
+        return [xb.to_numpy(x.grad) for x in (qa, ka, va)]
+
+    clean = grads(k, v)
+    k, v = k.copy(), v.copy()
+    for b, n in enumerate(lengths):
+        k[b, :, n:], v[b, :, n:] = poison, -poison
+    poisoned = grads(k, v)
+    for got, want in zip(poisoned, clean, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    for g in poisoned[1:]:
+        assert (g[0, :, 20:] == 0).all()
+        assert (g[1, :, 9:] == 0).all()
+
+
+@pytest.mark.parametrize("lengths", [None, [300, 250]])
+def test_a_sliding_window_decode_reads_the_window(rng, monkeypatch, lengths):
+    """ATT-WINDOW-1: a decode step with a window of 32 keys over a 300-slot cache reads the
+    window's keys, not the cache, planned or not; the result is the reference's."""
+    q = rng.standard_normal((2, 2, 1, 8))
+    k, v = (rng.standard_normal((2, 2, 300, 8)) for _ in range(2))
+    extra = {} if lengths is None else {"kv_lengths": np.array(lengths)}
+    read = _direct_spy(monkeypatch)
+    want = ref_attention(q, k, v, window=(31, 0), alignment="lower_right", **extra)
+    for _ in range(2):
+        got = attnspec.scaled_dot_product_attention(q, k, v, window=(31, 0),
+                                                    alignment="lower_right", **extra)
+        np.testing.assert_allclose(got, want[0], rtol=1e-12, atol=1e-12)
+    # Lengths 300 and 250: the union of both entries' windows, keys 218-299.
+    first = 300 - 1 - 31 if lengths is None else 250 - 1 - 31
+    assert read == [(first, 300)] * 2, read
