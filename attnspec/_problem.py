@@ -42,7 +42,10 @@ class Problem(NamedTuple):
     dtype: Any  # the input dtype (outputs are returned in it)
     acc: Any  # the accumulation dtype
     q: Array  # in acc; already multiplied by the score scale when ``scale`` is None
-    k: Array  # in acc; rows past kv_lengths zeroed (ATT-LEAK-2)
+    # k, v in acc; rows past kv_lengths zeroed unless they are all finite (ATT-LEAK-2), and
+    # on host arrays cut after the longest length: fewer rows than shape.lk, read by column
+    # ranges inside them only (attention._real_cache)
+    k: Array
     v: Array
     scale: Any  # the score scale still to apply to q.k, or None (folded into q)
     bias: Array | None  # in acc

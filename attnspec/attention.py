@@ -280,10 +280,11 @@ def scaled_dot_product_attention(
     if call.implementation != "portable":
         kernel, reason, native_call = _native.plan(call)
         if kernel is not None:
-            k, v = _zero_past_lengths(call.key, call.value, call.kv_lengths, call.shape.lk,
-                                      call.xp, call.device)
+            k, v, keys = _real_cache(call, concrete(call.key) and not _large_blocks(call.key),
+                                     whole=False, kernel=True)
             _fast.remember_native(cache_key, kernel, native_call)
-            return kernel(native_call._replace(key=k, value=v))
+            return kernel(native_call._replace(key=k, value=v,
+                                               shape=call.shape._replace(lk=keys)))
         if call.implementation == "native":
             raise ValueError(f"implementation='native': no native kernel takes this call "
                              f"({reason}); implementation='auto' falls back to the portable "
@@ -307,22 +308,9 @@ def _portable(call: call_check.AttentionCall,
     q = to_dtype(xp, query, acc)
     q = q * scale if fold else q
     large = _large_blocks(q)
-    # Host arrays whose values can be read: the keys past every entry's kv_lengths are
-    # masked for all entries (ATT-LEN-1), so they are never converted, zeroed nor read. A
-    # decode call over a preallocated cache (32768 slots, kv_lengths 1024) converted and
-    # zeroed the whole cache: 143 ms where the 1024 real keys take 0.3 ms. Not on
-    # accelerators (reading the lengths is a device sync per call) nor under a tracer; not
-    # with return_weights (its columns are all of Lk).
+    # Not on accelerators (reading the lengths is a device sync per call) nor under a tracer.
     readable = not large and concrete(q)
-    real, keys = (length_bounds(call.kv_lengths, shape.lk, xp) if readable
-                  else (0, shape.lk))
-    if call.return_weights:
-        keys = shape.lk
-    key, value = call.key, call.value
-    if keys < shape.lk:
-        key, value = key[..., :keys, :], value[..., :keys, :]
-    k, v = _zero_past_lengths(to_dtype(xp, key, acc), to_dtype(xp, value, acc),
-                              call.kv_lengths, keys, xp, call.device, real, readable)
+    k, v, keys = _real_cache(call, readable, whole=call.return_weights, dtype=acc)
     tokens = resolve_tokens(
         {n: getattr(call, n) for n in call_check.TOKEN_OPTIONS}, shape.lq, shape.lk,
         call.alignment, xp, call.device,
@@ -380,6 +368,31 @@ def _per_head(call: call_check.AttentionCall, x: Array, acc: Any) -> Array:
     xp, shape = call.xp, call.shape
     x = xp.broadcast_to(to_dtype(xp, x, acc), (*shape.batch, shape.hq))
     return xp.reshape(x, (*shape.batch, shape.hq, 1, 1))
+
+
+def _real_cache(call: call_check.AttentionCall, readable: bool, whole: bool,
+                dtype: Any = None, kernel: bool = False) -> tuple[Array, Array, int]:
+    """``key`` and ``value`` (in ``dtype``) with the rows past ``kv_lengths`` zeroed, and
+    how many key rows they keep. When the lengths can be read (``readable``) the rows past
+    every entry's length are masked for all of them (ATT-LEN-1) and are cut off before any
+    conversion or zeroing, unless the call needs all of Lk (``whole``: its weights): a
+    decode step over a preallocated cache of 32768 slots with lengths up to 3637 converted
+    and zeroed the whole cache, 382-420 ms where the real keys take 12-13 ms
+    (``benchmarks/kvcache.py``, NumPy, B=4 H=8 D=128). For a native ``kernel`` the padding
+    is always zeroed (its contract, :class:`attnspec.native.NativeCall`) and at least one
+    key row is kept."""
+    xp, lk = call.xp, call.shape.lk
+    real, keys = length_bounds(call.kv_lengths, lk, xp) if readable else (0, lk)
+    if whole or (keys == 0 and kernel):
+        keys = lk
+    key, value = call.key, call.value
+    if keys < lk:
+        key, value = key[..., :keys, :], value[..., :keys, :]
+    if dtype is not None:
+        key, value = to_dtype(xp, key, dtype), to_dtype(xp, value, dtype)
+    k, v = _zero_past_lengths(key, value, call.kv_lengths, keys, xp, call.device, real,
+                              readable and not kernel)
+    return k, v, keys
 
 
 def _zero_past_lengths(k: Array, v: Array, kv_lengths: Array | None, lk: int,

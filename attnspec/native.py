@@ -40,7 +40,9 @@ class NativeCall(NamedTuple):
     """A validated call in the terms a kernel needs. Only calls without ``mask``, ``bias``,
     ``softcap``, ``window``, ``q_lengths``, dropout, ``return_lse``/``return_weights`` or
     an explicit ``chunk_size`` reach a kernel; with ``kv_lengths`` the key and value rows
-    past each length are already zeroed when :meth:`NativeKernel.__call__` runs."""
+    past each length are already zeroed when :meth:`NativeKernel.__call__` runs, and on
+    host arrays the key axis is cut after the longest length (``shape.lk`` is the cut
+    length: a decode step over a preallocated cache hands the kernel its real keys)."""
 
     xp: Namespace
     query: Array

@@ -287,3 +287,31 @@ def test_jax_float16_under_jit_is_not_dispatched_on_the_cpu():
     out = f(jnp.ones((1, 1, 2, 16), jnp.float16))
     assert out.dtype == jnp.float16
     assert b.name == "jax-cpu"
+
+
+def test_a_kernel_gets_the_cache_cut_after_the_longest_length(monkeypatch, rng):
+    """A decode step over a preallocated cache hands a native kernel the keys up to the
+    longest length, with ``shape.lk`` saying so, and the rows past each length zeroed even
+    where they hold finite values (the NativeCall contract); the caller's arrays are not
+    touched."""
+    monkeypatch.setattr(native, "_registered", list(native.kernels()))
+    kernel = _RecordingKernel()
+    native.register(kernel)
+    q = rng.standard_normal((2, 2, 2, 8))
+    k, v = (rng.standard_normal((2, 2, 64, 8)) for _ in range(2))
+    k[0, :, 10:], v[0, :, 10:] = 1e30, -1e30
+    kept = k.copy()
+    lengths = np.array([10, 20])
+    out = attnspec.scaled_dot_product_attention(q, k, v, kv_lengths=lengths,
+                                                implementation="native")
+    (call,) = kernel.calls
+    assert call.shape.lk == 20
+    assert call.key.shape[-2] == 20
+    assert call.value.shape[-2] == 20
+    assert (call.key[0, :, 10:] == 0).all()
+    assert (call.value[0, :, 10:] == 0).all()
+    np.testing.assert_array_equal(k, kept)
+    clean_k, clean_v = k.copy(), v.copy()
+    clean_k[0, :, 10:], clean_v[0, :, 10:] = 0.0, 0.0
+    want = oracle(q, clean_k, clean_v, kv_lengths=lengths)[0]
+    np.testing.assert_allclose(out, want, rtol=1e-12, atol=1e-12)
