@@ -1,4 +1,4 @@
-"""The kernel of ``examples/buggy_kernel.py`` after ``attnspec check`` found its three bugs.
+"""The kernel of ``examples/buggy_kernel.py`` after ``attnspec check`` found its four bugs.
 
 1. Causal alignment: ``alignment="lower_right"`` shifts the diagonal by ``Lk - Lq`` (spec
    rule ATT-CAUSAL-2), so the last query sits on the last key.
@@ -8,6 +8,9 @@
    ATT-DTYPE-2).
 3. Mixed dtypes: a float64 key with float32 query and value was silently promoted; the
    spec (ATT-DTYPE-1, ATT-ARG-1) wants a ``TypeError`` naming the argument.
+4. Shape errors on torch (found by ``--backend torch``): a head_dim mismatch or query heads
+   that are not a multiple of the key heads came out of torch's matmul and reshape as
+   ``RuntimeError``; the spec (ATT-ARG-1) wants a ``ValueError`` on every backend.
 
     python -m attnspec.conformance.cli check examples.fixed_kernel:attention
 
@@ -29,6 +32,11 @@ def attention(query: Any, key: Any, value: Any, *, mask: Any = None, causal: boo
     for name, x in (("key", key), ("value", value)):  # FIX 3: one dtype, or a TypeError
         if x.dtype != query.dtype:
             raise TypeError(f"{name}: dtype {x.dtype}, expected query's dtype {query.dtype}")
+    if key.shape[-1] != query.shape[-1]:  # FIX 4: shape errors are ValueErrors everywhere
+        raise ValueError(f"key: head_dim {key.shape[-1]}, expected query's {query.shape[-1]}")
+    if query.shape[-3] % key.shape[-3]:
+        raise ValueError(f"query's {query.shape[-3]} heads are not a multiple of key's "
+                         f"{key.shape[-3]}")
     out_dtype = query.dtype
     if out_dtype not in (xp.float32, xp.float64):  # FIX 2: accumulate half precision in fp32
         query, key, value = (xp.astype(x, xp.float32) for x in (query, key, value))
