@@ -29,7 +29,8 @@ from ._blocks import (
     static_offset,
 )
 from ._mods import mask_mod_keep, mod_indices
-from ._namespace import Array, Namespace, concrete
+from ._namespace import Array, Namespace
+from ._namespace import readable as read_ok
 from ._normalizer import Normalizer, log_normalizer, max_along, safe_sum, shift_of
 from ._problem import (
     Problem,
@@ -56,7 +57,8 @@ def chunked(p: Problem, block_q: int, block_k: int) -> list[Array]:
     col_blocks = _blocks(shape.lk, block_k)
     row_blocks = _blocks(shape.lq, block_q)
     eager = not array_api_compat.is_lazy_array(p.k)
-    readable = concrete(p.k)  # values may be read to skip work (not under a tracer)
+    # Values may be read to skip work: not under a tracer, nor of a vmapped input.
+    readable = read_ok(p.k, p.q, call.kv_lengths, call.q_lengths, *(p.tokens or ()))
     if len(row_blocks) > 1 and eager:
         p = p._replace(kt=transposed_copy(p.k, xp))
     # The diagonal's offsets over the batch entries, for skipping and cutting blocks: fixed

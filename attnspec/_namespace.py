@@ -202,5 +202,17 @@ def concrete(x: Array) -> bool:
         torch = sys.modules.get("torch")
         compiler = getattr(torch, "compiler", None)
         is_compiling = getattr(compiler, "is_compiling", None)
-        return not (is_compiling is not None and is_compiling())
+        if is_compiling is not None and is_compiling():
+            return False
+        # Inside torch.func.vmap a batched tensor's values cannot be read either (.item()
+        # raises): a vmapped kv_lengths keeps the data-independent path.
+        functorch = getattr(getattr(torch, "_C", None), "_functorch", None)
+        batched = getattr(functorch, "is_batchedtensor", None)
+        return not (batched is not None and batched(x))
     return True
+
+
+def readable(*arrays: Array | None) -> bool:
+    """Whether the values of every array given (``None`` skipped) can be read now
+    (:func:`concrete`): the work-skipping reads of a call read several of its inputs."""
+    return all(concrete(x) for x in arrays if x is not None)

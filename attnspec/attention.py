@@ -27,9 +27,11 @@ from ._namespace import (
     Array,
     Namespace,
     accumulation_dtype,
-    concrete,
     device_kind,
     to_dtype,
+)
+from ._namespace import (
+    readable as read_ok,
 )
 from ._problem import Problem, default_scale
 from .masks import Window
@@ -280,7 +282,9 @@ def scaled_dot_product_attention(
     if call.implementation != "portable":
         kernel, reason, native_call = _native.plan(call)
         if kernel is not None:
-            k, v, keys = _real_cache(call, concrete(call.key) and not _large_blocks(call.key),
+            host = not _large_blocks(call.key)
+            k, v, keys = _real_cache(call, host and read_ok(call.key, call.value,
+                                                            call.kv_lengths),
                                      whole=False, kernel=True)
             _fast.remember_native(cache_key, kernel, native_call)
             return kernel(native_call._replace(key=k, value=v,
@@ -309,7 +313,8 @@ def _portable(call: call_check.AttentionCall,
     q = q * scale if fold else q
     large = _large_blocks(q)
     # Not on accelerators (reading the lengths is a device sync per call) nor under a tracer.
-    readable = not large and concrete(q)
+    readable = not large and read_ok(q, call.key, call.value, call.kv_lengths,
+                                     call.q_lengths)
     k, v, keys = _real_cache(call, readable, whole=call.return_weights, dtype=acc)
     tokens = resolve_tokens(
         {n: getattr(call, n) for n in call_check.TOKEN_OPTIONS}, shape.lq, shape.lk,
@@ -338,7 +343,7 @@ def _portable(call: call_check.AttentionCall,
     per_batch = call.kv_lengths is not None or call.q_lengths is not None
     banded = (not large and (call.causal or call.window is not None) and (
         static_offset(shape.lq, shape.lk, call.alignment, per_batch, tokens) is not None
-        or (per_batch and (tokens is None or not tokens.positioned) and concrete(q))))
+        or (per_batch and (tokens is None or not tokens.positioned) and readable)))
     threads = 1
     if (not large and call.score_mod is None and call.mask_mod is None
             and _parallel.eligible(q, xp)

@@ -237,3 +237,22 @@ def test_a_sliding_window_decode_reads_the_window(rng, monkeypatch, lengths):
     # Lengths 300 and 250: the union of both entries' windows, keys 218-299.
     first = 300 - 1 - 31 if lengths is None else 250 - 1 - 31
     assert read == [(first, 300)] * 2, read
+
+
+@pytest.mark.parametrize(("lq", "chunk"), [(1, None), (40, (16, 16))])
+def test_vmapped_lengths_keep_the_data_independent_path(lq, chunk):
+    """Inside ``torch.func.vmap`` a batched ``kv_lengths`` cannot be read (``.item()``
+    raises): the cut of the cache and of the band is left out, and each mapped call is the
+    call made on its own (decode on the direct path, a causal prefill on the chunked one)."""
+    torch = pytest.importorskip("torch", reason="torch: not installed")
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(2, 2, lq, 8, generator=gen, dtype=torch.float64)
+    k, v = (torch.randn(2, 2, 64, 8, generator=gen, dtype=torch.float64) for _ in range(2))
+    lengths = torch.tensor([[64, 5], [3, 40], [17, 64]])
+    options = {"causal": True, "alignment": "lower_right", "chunk_size": chunk}
+    mapped = torch.func.vmap(lambda n: attnspec.scaled_dot_product_attention(
+        q, k, v, kv_lengths=n, **options))(lengths)
+    for got, n in zip(mapped, lengths, strict=True):
+        want = ref_attention(q.numpy(), k.numpy(), v.numpy(), kv_lengths=n.numpy(),
+                             causal=True, alignment="lower_right")[0]
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-12, atol=1e-12)
