@@ -44,7 +44,7 @@ class Problem(NamedTuple):
     q: Array  # in acc; already multiplied by the score scale when ``scale`` is None
     # k, v in acc; rows past kv_lengths zeroed unless they are all finite (ATT-LEAK-2), and
     # on host arrays cut after the longest length: fewer rows than shape.lk, read by column
-    # ranges inside them only (attention._real_cache)
+    # ranges inside them only (_cache.real_cache)
     k: Array
     v: Array
     scale: Any  # the score scale still to apply to q.k, or None (folded into q)
