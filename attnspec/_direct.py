@@ -16,8 +16,10 @@ def direct(p: Problem, cols: Block | None = None) -> list[Array]:
     outside the band); all of them by default."""
     xp, shape = p.xp, p.shape
     rows = (0, shape.lq)
-    if cols is None or cols[0] >= cols[1]:
-        cols = (0, shape.lk) if cols is None else (0, 0)
+    if cols is None:
+        cols = (0, shape.lk)
+    elif cols[0] >= cols[1]:  # no key may be attended: an empty block, every row empty
+        cols = (0, 0)
     n = normalizer(block_scores(p, rows, cols), -1, xp, p.sinks)
     weights = dropped(p, n.exp, rows, cols)
     results = [output(p, weighted_values(p, weights, cols) / n.safe_total)]
