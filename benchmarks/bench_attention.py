@@ -44,6 +44,21 @@ def _build(item: dict):
     raise ValueError(f"unknown item kind {kind!r}")
 
 
+def _faults_per_call(fn, calls: int = 3) -> float | None:
+    """Minor page faults per call, over a few calls after the timing: fresh pages that a
+    call's temporaries get from the kernel (glibc returns a large freed block to the system
+    when it lies at the top of the heap). A call in that state runs up to 2x slower than the
+    same call reusing its memory; docs/performance.md, "Page faults"."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return None
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(calls):
+        fn()
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / calls
+
+
 @pytest.mark.parametrize("item", ITEMS, ids=[i["id"] for i in ITEMS])
 def test_measure(benchmark, item: dict) -> None:
     try:
@@ -57,6 +72,7 @@ def test_measure(benchmark, item: dict) -> None:
     benchmark.group = item.get("group", item["kind"])
     benchmark.extra_info["item"] = item["id"]
     benchmark(fn)
+    benchmark.extra_info["minor_faults_per_call"] = _faults_per_call(fn)
     stats = benchmark.stats.stats
     done = PLAN.get("progress_offset", 0) + ITEMS.index(item) + 1
     print(f"  [{done}/{PLAN.get('progress_total', len(ITEMS))}] {item['id']:<60s} "

@@ -19,6 +19,7 @@ __all__ = [
     "NATIVE_IMPLEMENTATION",
     "NOT_COMPILED",
     "NOT_COMPILED_JAX",
+    "NOT_HAND",
     "Unavailable",
     "attention_call",
     "bare_numpy_call",
@@ -35,6 +36,8 @@ NATIVE_IMPLEMENTATION = "native"
 #: Why the ``compiled`` variant is torch's only (reasons that never change: no table row).
 NOT_COMPILED_JAX = "torch.compile is torch's (the JAX rows run under jax.jit already)"
 NOT_COMPILED = "torch.compile is torch's; these arrays have no compiler"
+#: Why the ``hand`` variant is missing elsewhere (a reason that never changes: no table row).
+NOT_HAND = "written by hand for NumPy and torch-cpu only"
 #: Backends whose framework has its own attention kernel.
 _KERNELS = {
     "torch-cpu": "torch.nn.functional.scaled_dot_product_attention",
@@ -79,6 +82,8 @@ def variant_reason(backend: str, variant: str, feats: dict[str, bool]) -> str | 
         if backend == "torch-cpu" and not any(
                 shutil.which(c) for c in ("g++", "c++", "clang++")):
             return "torch.compile's CPU code generation needs a C++ compiler; none on PATH"
+    if variant == "hand" and backend not in ("numpy", "torch-cpu"):
+        return NOT_HAND
     if variant == "kernel" and backend not in _KERNELS:
         return "the framework has no attention kernel"
     if variant == "bare" and backend != "numpy":
@@ -156,6 +161,16 @@ def attention_call(backend_name: str, cfg: Config, variant: str, block=512,
 
     if variant == "bare":
         return bare_numpy_call(q, k, v, cfg.causal)
+    if variant == "hand":
+        if cfg.dtype not in ("float32", "float64"):
+            raise Unavailable(f"hand: {cfg.dtype} would be rounded in its scores; the spec "
+                              "accumulates it in float32")
+        if cfg.Lq != cfg.Lk:
+            raise Unavailable("hand: written for Lq == Lk, the shapes its targets compare "
+                              "(a decode step needs no blocks)")
+        from hand import hand_call
+
+        return hand_call(b.framework, q, k, v, cfg.causal)
 
     framework = b.framework
     if variant == "kernel":

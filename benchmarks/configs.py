@@ -9,6 +9,9 @@ one way of computing it:
 ``native``   attnspec with ``implementation="native"`` (the framework's kernel behind attnspec)
 ``compiled`` torch only: ``torch.compile(attnspec.scaled_dot_product_attention)`` (inductor),
              the portable path with its elementwise passes fused; compiled in the warm-up
+``hand``     NumPy and torch-cpu: the same attention written by hand with the framework's own
+             eager operations at their best (``out=``, in-place ``exp``, no checks;
+             ``benchmarks/hand.py``): the ceiling of any composition on that framework
 ``kernel``   the framework's own attention called directly: ``torch.nn.functional.
              scaled_dot_product_attention``, ``jax.nn.dot_product_attention`` under ``jax.jit``
 ``bare``     NumPy only, tiny shapes: the same computation as a bare NumPy expression
@@ -31,7 +34,7 @@ __all__ = [
 #: Backends the harness knows, in report order (registry names of ``attnspec.backends``).
 BACKENDS = ("numpy", "torch-cpu", "jax-cpu", "torch-cuda", "jax-gpu", "cupy")
 #: Variants measured for every attention configuration, in report order.
-ATTN_VARIANTS = ("auto", "direct", "chunked", "native", "compiled", "kernel")
+ATTN_VARIANTS = ("auto", "direct", "chunked", "native", "compiled", "hand", "kernel")
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cases import NOT_COMPILED, NOT_COMPILED_JAX
+from cases import NOT_COMPILED, NOT_COMPILED_JAX, NOT_HAND
 from configs import ATTN_VARIANTS
 
 __all__ = ["machine_lines", "markdown", "not_measured", "plot", "result_rows", "target_rows",
@@ -11,10 +11,10 @@ __all__ = ["machine_lines", "markdown", "not_measured", "plot", "result_rows", "
 MiB = 2**20
 _VARIANT_ORDER = (*ATTN_VARIANTS, "bare")
 _HEAD = ("backend", "configuration", "variant", "time", "GFLOP/s", "x kernel", "% matmul",
-         "extra MiB")
+         "faults", "extra MiB")
 # n/a for a reason that never changes: not worth a table row.
 _STRUCTURAL = ("the framework has no attention kernel", "bare expression is NumPy only",
-               NOT_COMPILED, NOT_COMPILED_JAX)
+               NOT_COMPILED, NOT_COMPILED_JAX, NOT_HAND)
 
 
 def _time(s: float) -> str:
@@ -40,19 +40,21 @@ def result_rows(doc: dict) -> list[tuple[str, ...]]:
             if v["status"] != "ok":
                 if mem.get("status") == "ok":  # memory-only rows: time from the child
                     rows.append((r["backend"], r["label"], name, _time(mem["seconds"]),
-                                 f"{r['flop'] / mem['seconds'] / 1e9:.1f}", "", "", peak))
+                                 f"{r['flop'] / mem['seconds'] / 1e9:.1f}", "", "", "", peak))
                     continue
                 why = v.get("reason") or mem.get("reason", "")
-                rows.append((r["backend"], r["label"], name, v["status"], "", "", "",
+                rows.append((r["backend"], r["label"], name, v["status"], "", "", "", "",
                              f"{why[:70]}"))
                 continue
             ratio = v.get("ratio_to_kernel")
             frac = v.get("fraction_of_matmul")
+            faults = v.get("minor_faults_per_call")
             rows.append((
                 r["backend"], r["label"], name, _time(v["time_s"]),
                 f"{v['gflops']:.1f}" if v.get("gflops") is not None else "",
                 f"{ratio:.2f}" if ratio is not None else "",
                 f"{100 * frac:.0f}%" if frac is not None else "",
+                f"{faults:.0f}" if faults is not None else "",
                 peak,
             ))
     return rows
@@ -79,6 +81,8 @@ def target_rows(doc: dict) -> list[tuple[str, ...]]:
         where = t.get("worst_config") or t.get("note", "")
         if t.get("of"):
             where = f"worst of {t['of']}: {where} ({t['passed']}/{t['of']} pass)"
+            if t.get("note"):
+                where += f"; {t['note']}"
         rows.append((t["id"], t["threshold"], measured, t["status"], where))
     return rows
 

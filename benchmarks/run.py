@@ -229,7 +229,9 @@ def _run_timing(items: list[dict], m, block, raw: str | None) -> tuple[dict, dic
         data = json.loads(json_path.read_text()) if json_path.exists() else {"benchmarks": []}
         if raw:
             Path(raw).write_text(json.dumps(data, indent=1))
-    stats = {b["extra_info"]["item"]: b["stats"] for b in data["benchmarks"]}
+    stats = {b["extra_info"]["item"]: {
+        **b["stats"], "minor_faults_per_call": b["extra_info"].get("minor_faults_per_call")}
+        for b in data["benchmarks"]}
     return stats, collector.outcomes
 
 
@@ -285,7 +287,8 @@ def _fill(results, stats, outcomes, machine, stat) -> None:
             t = s[stat]
             gflops = r["flop"] / t / 1e9
             v.update(status="ok", time_s=t, gflops=gflops, stats=_stats(s),
-                     fraction_of_matmul=gflops / rate if rate else None)
+                     fraction_of_matmul=gflops / rate if rate else None,
+                     minor_faults_per_call=s.get("minor_faults_per_call"))
         k = r["variants"].get("kernel", {})
         for v in r["variants"].values():
             if v["status"] == "ok" and k.get("status") == "ok":

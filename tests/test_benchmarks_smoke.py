@@ -93,6 +93,8 @@ def test_results(run) -> None:
             if v["status"] == "ok":
                 assert v["time_s"] > 0, where
                 assert {"gflops", "stats", "fraction_of_matmul"} <= set(v), where
+                if sys.platform == "linux":  # getrusage's fault count
+                    assert v["minor_faults_per_call"] >= 0, where
                 assert v["stats"]["rounds"] >= 1, where
             if v["status"] == "n/a":
                 assert v["reason"], where
@@ -112,6 +114,7 @@ def test_variants_per_backend(run) -> None:
     for r in numpy_rows:
         assert r["variants"]["kernel"]["status"] == "n/a"  # NumPy has no attention kernel
         assert r["variants"]["auto"]["status"] == "ok"
+        assert r["variants"]["hand"]["status"] == "ok"  # the ceiling of a composition
         assert r["variants"]["auto"]["memory"]["status"] == "ok"
     overhead = next(r for r in doc["results"]
                     if r["config"]["role"] == "overhead" and r["backend"] == "numpy")
@@ -119,6 +122,7 @@ def test_variants_per_backend(run) -> None:
     for r in sweep:
         if r["backend"] == "torch-cpu":
             assert r["variants"]["kernel"]["status"] == "ok"
+            assert r["variants"]["hand"]["status"] == "ok"
             assert r["variants"]["auto"]["ratio_to_kernel"] > 0
     feats = doc["features"]
     for r in sweep:
