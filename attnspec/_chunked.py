@@ -72,7 +72,7 @@ def chunked(p: Problem, block_q: int, block_k: int) -> list[Array]:
         # there the slice assignment becomes a copy of the whole block, while the mask of
         # the whole block fuses into the exponential's pass (causal (1,8,1024) compiled:
         # 14.0-17.2 ms with the slice assignment, 12.4-12.6 ms without; docs/performance.md).
-        p = p._replace(offset=offset)
+        p = p._replace(offset=offset, bands={})
     empty = (_token_empty(p.tokens, row_blocks, col_blocks, limits, xp)
              if readable and p.tokens is not None else set())
     if readable and call.mask_mod is not None and len(row_blocks) * len(col_blocks) > 1:

@@ -92,6 +92,9 @@ class Mode:
     min_rounds: int
     extra_dtypes: dict = field(default_factory=dict)
     decode_backends: tuple[str, ...] | None = None  # None: every backend
+    # Paired ratios (benchmarks/paired.py): alternating rounds of a variant and its kernel.
+    paired_rounds: int = 7
+    paired_round_s: float = 0.05
 
 
 def _sweep(ns, b=1, h=8, d=64, role="sweep", causal=False, dtype="float32"):
@@ -139,6 +142,8 @@ def _quick() -> Mode:
         max_time=0.2,
         min_rounds=3,
         decode_backends=("numpy",),  # the decode target is NumPy's
+        paired_rounds=5,
+        paired_round_s=0.02,
     )
 
 
@@ -155,6 +160,8 @@ def _tiny() -> Mode:
         memcpy_bytes=2**20,
         max_time=0.002,
         min_rounds=1,
+        paired_rounds=1,
+        paired_round_s=0.0,
     )
 
 

@@ -10,8 +10,8 @@ __all__ = ["machine_lines", "markdown", "not_measured", "plot", "result_rows", "
 
 MiB = 2**20
 _VARIANT_ORDER = (*ATTN_VARIANTS, "bare")
-_HEAD = ("backend", "configuration", "variant", "time", "GFLOP/s", "x kernel", "% matmul",
-         "faults", "extra MiB")
+_HEAD = ("backend", "configuration", "variant", "time", "GFLOP/s", "x kernel", "paired",
+         "% matmul", "faults", "extra MiB")
 # n/a for a reason that never changes: not worth a table row.
 _STRUCTURAL = ("the framework has no attention kernel", "bare expression is NumPy only",
                NOT_COMPILED, NOT_COMPILED_JAX, NOT_HAND)
@@ -40,19 +40,23 @@ def result_rows(doc: dict) -> list[tuple[str, ...]]:
             if v["status"] != "ok":
                 if mem.get("status") == "ok":  # memory-only rows: time from the child
                     rows.append((r["backend"], r["label"], name, _time(mem["seconds"]),
-                                 f"{r['flop'] / mem['seconds'] / 1e9:.1f}", "", "", "", peak))
+                                 f"{r['flop'] / mem['seconds'] / 1e9:.1f}", "", "", "", "", peak))
                     continue
                 why = v.get("reason") or mem.get("reason", "")
-                rows.append((r["backend"], r["label"], name, v["status"], "", "", "", "",
+                rows.append((r["backend"], r["label"], name, v["status"], "", "", "", "", "",
                              f"{why[:70]}"))
                 continue
             ratio = v.get("ratio_to_kernel")
             frac = v.get("fraction_of_matmul")
             faults = v.get("minor_faults_per_call")
+            pair = v.get("paired") or {}
+            paired = (f"{pair['ratio_to_kernel']:.2f}" if pair.get("status") == "ok"
+                      else pair.get("status", ""))
             rows.append((
                 r["backend"], r["label"], name, _time(v["time_s"]),
                 f"{v['gflops']:.1f}" if v.get("gflops") is not None else "",
                 f"{ratio:.2f}" if ratio is not None else "",
+                paired,
                 f"{100 * frac:.0f}%" if frac is not None else "",
                 f"{faults:.0f}" if faults is not None else "",
                 peak,
@@ -70,6 +74,12 @@ def not_measured(doc: dict) -> list[str]:
                 if r["backend"] not in backends:
                     backends.append(r["backend"])
     lines = [f"{name} on {', '.join(b)}: {why}" for (name, why), b in seen.items()]
+    for r in doc["results"]:
+        for name, v in r["variants"].items():
+            pair = v.get("paired") or {}
+            if pair.get("status") == "error":
+                lines.append(f"paired ratio of {name} on {r['backend']} {r['label']}: "
+                             f"{pair.get('reason', '')}")
     lines += [f"{b}: {why}" for b, why in doc.get("backends_skipped", {}).items()]
     return lines
 

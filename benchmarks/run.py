@@ -32,6 +32,7 @@ sys.path.insert(0, str(HERE))
 
 import cases  # noqa: E402
 import memory  # noqa: E402
+import paired  # noqa: E402
 import report  # noqa: E402
 import targets  # noqa: E402
 from configs import ATTN_VARIANTS, BACKENDS, Config, attention_flop, mode  # noqa: E402
@@ -70,6 +71,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                         "MKL_NUM_THREADS; JAX: single-threaded Eigen when N=1); default: "
                         "the libraries' own choice (every core)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    p.add_argument("--no-paired", action="store_true",
+                   help="skip the paired ratios (each variant and its kernel in alternating "
+                        "rounds); the kernel targets then use the two separate timings")
     return p.parse_args(argv)
 
 
@@ -380,6 +384,10 @@ def main(argv: list[str] | None = None) -> int:
     stats, outcomes = _run_timing(items, m, block, args.raw)
     machine = _machine(items, stats, outcomes, args.stat)
     _fill(results, stats, outcomes, machine, args.stat)
+    if not args.no_paired:
+        print(f"== paired ratios: variants against their kernel, {m.paired_rounds} "
+              "alternating rounds each", flush=True)
+        paired.measure(results, block, m.paired_rounds, m.paired_round_s)
     if not args.no_memory:
         budget = memory.available_bytes() // 2
         _run_memory(m, backends, results, feats, block, budget)

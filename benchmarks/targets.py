@@ -71,6 +71,15 @@ def _ratio(x: float) -> str:
     return f"{x:.2f}x"
 
 
+def _kernel_ratio(v: dict, k: dict) -> float:
+    """``v``'s time over the kernel's: the paired ratio (alternating rounds,
+    benchmarks/paired.py) where it was measured, else the two separate timings' ratio."""
+    p = v.get("paired") or {}
+    if p.get("status") == "ok":
+        return p["ratio_to_kernel"]
+    return v["time_s"] / k["time_s"]
+
+
 def evaluate(doc: dict) -> list[dict]:
     """Target rows for a results document (see ``run.py`` for its structure)."""
     out = []
@@ -90,9 +99,9 @@ def _torch_vs_sdpa(doc, variant="auto"):
     for r in _rows(doc, "torch-cpu", _square_512):
         a, k, h = _ok(r, variant), _ok(r, "kernel"), _ok(r, "hand")
         if a and k:
-            vals.append((a["time_s"] / k["time_s"], r["label"]))
+            vals.append((_kernel_ratio(a, k), r["label"]))
             if h:
-                hand.append((h["time_s"] / k["time_s"], r["label"]))
+                hand.append((_kernel_ratio(h, k), r["label"]))
     out = _verdict(vals, "low", 1.5, _ratio, f"torch-cpu {variant} with N >= 512 not "
                    "measured")
     if hand and variant == "auto":
@@ -138,7 +147,7 @@ def _jax_vs_kernel(doc):
     for r in _rows(doc, "jax-cpu", lambda c: _fp32_d64(c) and c["Lq"] == c["Lk"]):
         a, k = _ok(r, "auto"), _ok(r, "kernel")
         if a and k:
-            vals.append((a["time_s"] / k["time_s"], r["label"]))
+            vals.append((_kernel_ratio(a, k), r["label"]))
     return _verdict(vals, "low", 1.0, _ratio, "jax-cpu not measured")
 
 
@@ -149,7 +158,7 @@ def _native_vs_kernel(doc):
             continue
         n, k = _ok(r, "native"), _ok(r, "kernel")
         if n and k:
-            vals.append((k["time_s"] / n["time_s"], f"{r['backend']} {r['label']}"))
+            vals.append((1 / _kernel_ratio(n, k), f"{r['backend']} {r['label']}"))
     note = ("attnspec has no implementation= keyword yet"
             if not doc["features"]["implementation"] else "no native measurement succeeded")
     return _verdict(vals, "high", 0.95, _ratio, note)

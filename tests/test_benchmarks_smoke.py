@@ -123,6 +123,11 @@ def test_variants_per_backend(run) -> None:
         if r["backend"] == "torch-cpu":
             assert r["variants"]["kernel"]["status"] == "ok"
             assert r["variants"]["hand"]["status"] == "ok"
+            for name in ("auto", "native", "hand"):  # alternating rounds with the kernel
+                pair = r["variants"][name]["paired"]
+                assert pair["status"] == "ok", pair
+                assert pair["ratio_to_kernel"] > 0
+                assert len(pair["ratios"]) == pair["rounds"]
             assert r["variants"]["auto"]["ratio_to_kernel"] > 0
     feats = doc["features"]
     for r in sweep:

@@ -297,3 +297,36 @@ def test_a_large_scale_is_applied_to_the_scores_not_to_q(chunk_size):
                                                      chunk_size=chunk_size)
     assert out[0, 0, 0] == 5.0  # the larger score (2.4e36) takes all the weight
     np.testing.assert_allclose(lse, [[3e38 * 2e-3 * 4.0]], rtol=1e-6)
+
+
+def test_the_band_mask_is_built_once_per_shape_of_cut(monkeypatch):
+    """A diagonal block's band mask over the columns it cuts depends only on the cut's
+    shape and its place against the diagonal, so a call builds each such mask once
+    (``Problem.bands``): causal (1,2,512) in 64-row blocks has eight identical 64 x 64
+    diagonal squares and builds one; a window's left edge adds its own shapes, each built
+    once. The answers are the oracle's. (One thread: blocks on NumPy's pool may both build
+    a mask before either keeps it, a harmless race that this count would see.)"""
+    from attnspec import _problem
+
+    monkeypatch.setenv("ATTNSPEC_NUM_THREADS", "1")
+    built = []
+    real = _problem.band
+
+    def spy(*args, **kw):
+        rows, cols = kw["rows"], kw["cols"]
+        built.append((rows[1] - rows[0], cols[0] - rows[0], cols[1] - cols[0]))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(_problem, "band", spy)
+    rng = np.random.default_rng(7)
+    q, k, v = (rng.standard_normal((1, 2, 512, 16)) for _ in range(3))
+    for window, builds in ((None, 1), ((100, None), None)):
+        built.clear()
+        out = attnspec.scaled_dot_product_attention(q, k, v, causal=True, window=window,
+                                                    chunk_size=(64, 512))
+        assert len(built) == len(set(built)), built  # no shape built twice
+        if builds is not None:
+            assert len(built) == builds, built
+        ref = ref_attention(q, k, v, causal=True, window=window)
+        np.testing.assert_allclose(out, ref[0], atol=1e-12)
+    assert len(built) > 1  # the window's left edge: more than the diagonal's one shape
