@@ -72,13 +72,20 @@ def measure(results: list[dict], block: Any, rounds: int, round_s: float) -> Non
     done = 0
     for r in rows:
         cfg = Config.from_dict(r["config"])
-        qkv = cases.inputs(r["backend"], cfg)
-        kernel = cases.attention_call(r["backend"], cfg, "kernel", block, qkv)
-        kernel()
-        for name in PAIRED_VARIANTS:
-            v = r["variants"].get(name)
-            if not v or v.get("status") != "ok":
-                continue
+        names = [n for n in PAIRED_VARIANTS
+                 if r["variants"].get(n, {}).get("status") == "ok"]
+        try:
+            qkv = cases.inputs(r["backend"], cfg)
+            kernel = cases.attention_call(r["backend"], cfg, "kernel", block, qkv)
+            kernel()
+        except Exception as exc:  # e.g. out of device memory: the row's pairs say so
+            for name in names:
+                r["variants"][name]["paired"] = {
+                    "status": "error", "reason": f"kernel: {type(exc).__name__}: {exc}"[:300]}
+            done += len(names)
+            continue
+        for name in names:
+            v = r["variants"][name]
             done += 1
             try:
                 fn = cases.attention_call(r["backend"], cfg, name, block, qkv)

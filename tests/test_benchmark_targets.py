@@ -114,3 +114,36 @@ def test_paired_ratio_is_the_median_of_alternating_rounds(monkeypatch) -> None:
     assert (res["time_s"], res["kernel_time_s"]) == (2.0, 1.0)
     with pytest.raises(ValueError, match="rounds"):
         paired.paired_ratio(clock.a, clock.b, rounds=0, round_s=0.0)
+
+
+def test_a_pair_that_fails_is_recorded_and_the_others_go_on(monkeypatch) -> None:
+    """A kernel or variant that raises while pairing leaves an error on its own pairs; the
+    other rows are still paired (a benchmark run is never lost to one measurement)."""
+    paired = _load("paired")
+    clock = _Clock()
+    calls = {"kernel": clock.b, "auto": clock.a}
+
+    def attention_call(backend, cfg, variant, block, qkv):
+        if backend == "broken-kernel" and variant == "kernel":
+            raise RuntimeError("CUDA out of memory")
+        if variant == "native":
+            raise ValueError("no such keyword")
+        return calls[variant]
+
+    monkeypatch.setattr(paired.cases, "inputs", lambda backend, cfg: None)
+    monkeypatch.setattr(paired.cases, "attention_call", attention_call)
+    monkeypatch.setattr(paired.time, "perf_counter", lambda: clock.now)
+    ok = {"status": "ok", "time_s": 1.0}
+    results = [_row("broken-kernel", 1, 512, False, {"auto": ok, "kernel": ok}),
+               _row("torch-cpu", 1, 512, False, {"auto": dict(ok), "native": dict(ok),
+                                                 "kernel": ok})]
+    paired.measure(results, 512, rounds=3, round_s=0.0)
+    broken = results[0]["variants"]["auto"]["paired"]
+    assert broken["status"] == "error"
+    assert "CUDA out of memory" in broken["reason"]
+    good = results[1]["variants"]
+    assert good["auto"]["paired"]["status"] == "ok"
+    assert good["auto"]["paired"]["rounds"] == 3
+    assert good["native"]["paired"] == {"status": "error",
+                                        "reason": "ValueError: no such keyword"}
+    assert "paired" not in good["kernel"]
