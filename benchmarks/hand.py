@@ -6,8 +6,9 @@ standard has neither), scratch buffers allocated once outside the timed call, no
 masks but the causal one, no empty-row guards, no dtype promotion. What both do: query blocks
 of 64 rows over all batch entries and heads, every key in one block (no running rescale:
 N <= 4096 here), a causal block reading only the keys up to its last row with its diagonal
-square masked in place, and on NumPy the blocks on one thread per core with BLAS held to one
-thread each (torch keeps its own intra-op threads, as attnspec does there).
+square masked in place, and on NumPy the blocks on as many threads as attnspec's pool takes
+(``attnspec._parallel``) with BLAS held to one thread each (torch keeps its own intra-op
+threads, as attnspec does there).
 
 So ``auto / hand`` is what attnspec's portability and checks cost on that framework, and
 ``hand``'s share of the matmul rate is the most any composition of the framework's eager
@@ -18,11 +19,11 @@ composition (docs/performance.md).
 from __future__ import annotations
 
 import math
-import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+
+from attnspec import _parallel
 
 __all__ = ["ROWS", "hand_call"]
 
@@ -31,38 +32,28 @@ __all__ = ["ROWS", "hand_call"]
 ROWS = 64
 
 
-_POOLS: dict[int, ThreadPoolExecutor] = {}
-
-
-def _pool(threads: int) -> ThreadPoolExecutor:
-    if threads not in _POOLS:
-        _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="hand")
-    return _POOLS[threads]
-
-
-def _blocks(lq: int, causal: bool) -> list[tuple[int, int, int]]:
-    """``(first row, stop row, stop key)`` per block, costliest first."""
-    out = [(r, min(r + ROWS, lq), min(r + ROWS, lq) if causal else -1)
-           for r in range(0, lq, ROWS)]
-    return sorted(out, key=lambda b: -b[2])
+def _blocks(lq: int, lk: int, causal: bool) -> list[tuple[int, int, int]]:
+    """``(first row, stop row, stop key)`` per block."""
+    return [(r, min(r + ROWS, lq), min(r + ROWS, lq) if causal else lk)
+            for r in range(0, lq, ROWS)]
 
 
 def _numpy(q: Any, k: Any, v: Any, causal: bool) -> Callable[[], Any]:
     import numpy as np
-    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
     *batch, lq, d = q.shape
     lk = k.shape[-2]
     scale = np.asarray(1.0 / math.sqrt(d), dtype=q.dtype)
     kt = np.ascontiguousarray(np.swapaxes(k, -1, -2))  # once per call, as attnspec does
     tri = np.triu(np.ones((ROWS, ROWS), dtype=bool), 1)  # key after query: masked
-    blocks = [(r0, r1, lk if stop < 0 else stop) for r0, r1, stop in _blocks(lq, causal)]
-    # One thread per core, as attnspec's pool, from the same amount of work on.
-    work = math.prod(batch) * lq * lk * (d + v.shape[-1])
-    threads = max(1, min(len(os.sched_getaffinity(0)), 8)) if work >= 2**23 else 1
+    blocks = _blocks(lq, lk, causal)
+    # attnspec's own pool and threshold, so that both run on as many threads (its
+    # ATTNSPEC_NUM_THREADS and a caller's BLAS limit, e.g. run.py --threads 1, included),
+    # costliest blocks first, BLAS held to one thread meanwhile.
+    parallel = math.prod(batch) * lq * lk * (d + v.shape[-1]) >= _parallel.MIN_PARALLEL_WORK
+    costs = [(r1 - r0) * stop for r0, r1, stop in blocks]
     n_rows = min(ROWS, lq)
     local = threading.local()  # each thread's scratch, allocated on its first block
-    pool = _pool(threads)
 
     def block(r0: int, r1: int, stop: int, out: Any) -> None:
         if not hasattr(local, "flat"):
@@ -85,12 +76,7 @@ def _numpy(q: Any, k: Any, v: Any, causal: bool) -> Callable[[], Any]:
 
     def run() -> Any:
         out = np.empty((*batch, lq, v.shape[-1]), q.dtype)
-        if threads == 1:
-            for b in blocks:
-                block(*b, out)
-            return out
-        with threadpool_limits(1):
-            list(pool.map(lambda b: block(*b, out), blocks))
+        _parallel.run_blocks(lambda b: block(*b, out), blocks, costs, parallel)
         return out
 
     return run
@@ -103,7 +89,7 @@ def _torch(q: Any, k: Any, v: Any, causal: bool) -> Callable[[], Any]:
     lk = k.shape[-2]
     scale = 1.0 / math.sqrt(d)
     tri = torch.ones((ROWS, ROWS), dtype=torch.bool).triu(1)
-    blocks = [(r0, r1, lk if stop < 0 else stop) for r0, r1, stop in _blocks(lq, causal)]
+    blocks = _blocks(lq, lk, causal)
     n_rows = min(ROWS, lq)
     flat = torch.empty(math.prod(batch) * n_rows * lk, dtype=q.dtype)
     qs = torch.empty((*batch, n_rows, d), dtype=q.dtype)

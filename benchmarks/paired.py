@@ -65,15 +65,14 @@ def paired_ratio(a: Callable[[], Any], b: Callable[[], Any], rounds: int,
 def measure(results: list[dict], block: Any, rounds: int, round_s: float) -> None:
     """Pair every measured variant of :data:`PAIRED_VARIANTS` with its row's kernel and
     store ``variants[name]["paired"]``; a pair that fails is recorded, never fatal."""
-    rows = [r for r in results if r["config"]["role"] != "memory"
+    plan = [(r, [n for n in PAIRED_VARIANTS
+                 if r["variants"].get(n, {}).get("status") == "ok"])
+            for r in results if r["config"]["role"] != "memory"
             and r["variants"].get("kernel", {}).get("status") == "ok"]
-    total = sum(1 for r in rows for n in PAIRED_VARIANTS
-                if r["variants"].get(n, {}).get("status") == "ok")
+    total = sum(len(names) for _, names in plan)
     done = 0
-    for r in rows:
+    for r, names in plan:
         cfg = Config.from_dict(r["config"])
-        names = [n for n in PAIRED_VARIANTS
-                 if r["variants"].get(n, {}).get("status") == "ok"]
         try:
             qkv = cases.inputs(r["backend"], cfg)
             kernel = cases.attention_call(r["backend"], cfg, "kernel", block, qkv)
